@@ -1,0 +1,21 @@
+package contract
+
+// Callback targets (CONTRACT.md §3, §4 and DESIGN decisions 3 and 6).
+const (
+	TargetConnected                = "Connected"
+	TargetSessionCreated           = "SessionCreated"
+	TargetSessionJoined            = "SessionJoined"
+	TargetOrchestrationPlanCreated = "OrchestrationPlanCreated"
+	TargetOrchestrationProgress    = "OrchestrationProgress"
+	TargetOrchestrationCompleted   = "OrchestrationCompleted"
+	TargetStepCompleted            = "StepCompleted"
+	TargetReceiveError             = "ReceiveError"
+	TargetReceiveAgentResponse     = "ReceiveAgentResponse"
+	TargetReceiveStreamingUpdate   = "ReceiveStreamingUpdate"
+	TargetAgentStatusUpdate        = "AgentStatusUpdate"
+	TargetToolExecutionStarted     = "ToolExecutionStarted"
+	TargetToolExecutionUpdate      = "ToolExecutionUpdate"
+	TargetToolExecutionCompleted   = "ToolExecutionCompleted"
+	TargetToolApprovalRequired     = "ToolApprovalRequired"
+	TargetAgentMessage             = "AgentMessage"
+)

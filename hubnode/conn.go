@@ -1,0 +1,369 @@
+package hubnode
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/orchestratorchat/hubfarm/hubnode/protocol"
+)
+
+// Conn is one client connection held by this node.
+//
+// Goroutines: one read loop for the life of the connection; a writer only
+// while records are queued; a dispatcher only while invocations are queued;
+// one per running stream. All end when the connection closes.
+type Conn struct {
+	id          string
+	hub         *Hub
+	node        *Node
+	ident       Identity
+	remote      string
+	connectedAt time.Time
+	ws          *websocket.Conn
+	queue       *sendQueue
+
+	lastWrite atomic.Int64 // unix nanos of the last completed socket write
+	ctx       context.Context
+	cancel    context.CancelFunc
+
+	closeOnce sync.Once
+	reason    atomic.Value // DisconnectReason
+	torn      chan struct{}
+
+	// memberMu serialises this connection's group changes with its removal,
+	// so a join racing a disconnect cannot leave a subscription behind.
+	memberMu sync.Mutex
+
+	mu          sync.Mutex
+	groups      map[string]struct{} // guarded by node.mu and mu
+	streams     map[string]context.CancelFunc
+	invocations []protocol.Message
+	dispatching bool
+	items       map[string]any
+}
+
+// ID is the connection id (public: groups and other clients use it).
+func (c *Conn) ID() string { return c.id }
+
+// User is the connection's user id.
+func (c *Conn) User() string { return c.ident.User }
+
+// Identity is who authenticated the connection.
+func (c *Conn) Identity() Identity { return c.ident }
+
+// Hub is the hub the connection is attached to.
+func (c *Conn) Hub() *Hub { return c.hub }
+
+// RemoteAddr is the client's address as the node saw it.
+func (c *Conn) RemoteAddr() string { return c.remote }
+
+// ConnectedAt is when the handshake completed.
+func (c *Conn) ConnectedAt() time.Time { return c.connectedAt }
+
+// Context is cancelled when the connection closes.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Groups returns the groups the connection is in on this node.
+func (c *Conn) Groups() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.groups))
+	for g := range c.groups {
+		out = append(out, g)
+	}
+	return out
+}
+
+// Set stores a per-connection value (e.g. rate limiter state).
+func (c *Conn) Set(key string, v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.items == nil {
+		c.items = map[string]any{}
+	}
+	c.items[key] = v
+}
+
+// Get returns a value stored with Set.
+func (c *Conn) Get(key string) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.items[key]
+	return v, ok
+}
+
+// Close ends the connection with a Close record carrying reason's message.
+func (c *Conn) Close(reason DisconnectReason) { c.closeWith(reason) }
+
+// sendFrame queues a complete frame (one or more records). The frame must not
+// be modified afterwards: it may be shared with other connections' queues.
+// A full queue closes the connection as a slow consumer.
+func (c *Conn) sendFrame(frame []byte) bool {
+	switch c.queue.push(frame) {
+	case pushStartWriter:
+		go c.writeLoop()
+		return true
+	case pushQueued:
+		return true
+	case pushFull:
+		c.node.metrics.slowConsumer()
+		c.closeWith(ReasonSlowConsumer)
+	}
+	return false
+}
+
+// closeWith starts closing the connection once. For a slow consumer the queue
+// is discarded and the socket closed at once (there is no room for a Close
+// record and the client is not reading anyway); otherwise a Close record is
+// queued behind what is already queued and the writer closes the socket
+// after writing it.
+func (c *Conn) closeWith(reason DisconnectReason) {
+	c.closeOnce.Do(func() {
+		c.reason.Store(reason)
+		c.cancel()
+		if reason == ReasonSlowConsumer || reason == ReasonWriteError {
+			c.queue.discard()
+			_ = c.ws.NetConn().Close()
+			return
+		}
+		var final []byte
+		if reason != ReasonClientClosed {
+			final = protocol.AppendClose(nil, reason.Message(), reason.AllowReconnect())
+		}
+		if c.queue.pushFinal(final) == pushStartWriter {
+			go c.writeLoop()
+		}
+	})
+}
+
+func (c *Conn) closeReason() DisconnectReason {
+	if r, ok := c.reason.Load().(DisconnectReason); ok {
+		return r
+	}
+	return ReasonClientClosed
+}
+
+// writeLoop drains the queue, batching queued records into one WebSocket
+// message of at most MaxBatchBytes, and exits when the queue is empty.
+func (c *Conn) writeLoop() {
+	var batch [][]byte
+	for {
+		var closed, ok bool
+		batch, closed, ok = c.queue.take(batch[:0], c.node.cfg.MaxBatchBytes)
+		if !ok {
+			if closed {
+				c.finishClose()
+				c.queue.writerExit()
+			}
+			return
+		}
+		if err := c.writeBatch(batch); err != nil {
+			c.node.log.Debug("write failed", "conn", c.id, "err", err)
+			c.queue.discard()
+			c.queue.writerExit()
+			c.closeWith(ReasonWriteError)
+			_ = c.ws.NetConn().Close()
+			return
+		}
+		c.node.metrics.batchWritten(len(batch))
+		if closed {
+			c.finishClose()
+			c.queue.writerExit()
+			return
+		}
+	}
+}
+
+func (c *Conn) writeBatch(batch [][]byte) error {
+	_ = c.ws.SetWriteDeadline(c.node.cfg.Now().Add(c.node.cfg.WriteTimeout))
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, f := range batch {
+		if _, err := w.Write(f); err != nil {
+			return err
+		}
+		n += len(f)
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	c.lastWrite.Store(c.node.cfg.Now().UnixNano())
+	c.node.metrics.bytesOut(n, len(batch))
+	return nil
+}
+
+// finishClose sends the WebSocket close frame after the final record and
+// closes the socket; the read loop then ends and tears the connection down.
+func (c *Conn) finishClose() {
+	deadline := c.node.cfg.Now().Add(time.Second)
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), deadline)
+	_ = c.ws.NetConn().Close()
+}
+
+// readLoop reads until the socket fails or closes, then tears down. leftover
+// holds records that arrived in the same message as the handshake.
+func (c *Conn) readLoop(leftover []byte) {
+	defer c.teardown()
+	if len(leftover) > 0 {
+		if err := protocol.SplitRecords(leftover, c.handleRecord); err != nil {
+			c.protocolError(err)
+			return
+		}
+	}
+	for {
+		_ = c.ws.SetReadDeadline(c.node.cfg.Now().Add(c.node.cfg.ClientTimeout))
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.closeWith(classifyReadError(err))
+			return
+		}
+		c.node.metrics.bytesIn(len(data))
+		if err := protocol.SplitRecords(data, c.handleRecord); err != nil {
+			c.protocolError(err)
+			return
+		}
+		if c.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func classifyReadError(err error) DisconnectReason {
+	var ne net.Error
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return ReasonMessageTooBig
+	case errors.As(err, &ne) && ne.Timeout():
+		return ReasonClientTimeout
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return ReasonClientClosed
+	}
+	if strings.Contains(err.Error(), "connection reset") {
+		return ReasonClientClosed
+	}
+	return ReasonProtocolError
+}
+
+func (c *Conn) protocolError(err error) {
+	c.node.log.Info("protocol error, closing connection", "conn", c.id, "hub", c.hub.name, "err", err)
+	c.closeWith(ReasonProtocolError)
+}
+
+// handleRecord acts on one incoming record.
+func (c *Conn) handleRecord(rec []byte) error {
+	m, err := protocol.DecodeMessage(rec)
+	if err != nil {
+		return err
+	}
+	c.node.metrics.messageIn(m.Type)
+	switch m.Type {
+	case protocol.TypeInvocation:
+		c.enqueueInvocation(m)
+	case protocol.TypeStreamInvocation:
+		c.startStream(m)
+	case protocol.TypeCancelInvocation:
+		c.mu.Lock()
+		cancel := c.streams[m.InvocationID]
+		c.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+	case protocol.TypeClose:
+		c.closeWith(ReasonClientClosed)
+	case protocol.TypePing, protocol.TypeAck, protocol.TypeSequence:
+		// Any message resets the client timeout (the read deadline); Ack and
+		// Sequence only matter with stateful reconnect, which is not offered.
+	case protocol.TypeStreamItem, protocol.TypeCompletion:
+		// Upload streams and client results are not offered by any hub
+		// method; a stray item or completion is ignored like ASP.NET Core
+		// ignores ids it does not know.
+	}
+	return nil
+}
+
+// enqueueInvocation runs invocations one at a time, in arrival order, on a
+// dispatcher goroutine that exists only while there is work. The read loop
+// stays free to see pings, cancellations and closes.
+func (c *Conn) enqueueInvocation(m protocol.Message) {
+	c.mu.Lock()
+	c.invocations = append(c.invocations, m)
+	start := !c.dispatching
+	c.dispatching = true
+	c.mu.Unlock()
+	if start {
+		go c.dispatchLoop()
+	}
+}
+
+func (c *Conn) dispatchLoop() {
+	for {
+		c.mu.Lock()
+		if len(c.invocations) == 0 || c.ctx.Err() != nil {
+			c.invocations = nil
+			c.dispatching = false
+			c.mu.Unlock()
+			return
+		}
+		m := c.invocations[0]
+		c.invocations[0] = protocol.Message{}
+		c.invocations = c.invocations[1:]
+		c.mu.Unlock()
+		c.hub.invoke(c, m)
+	}
+}
+
+func (c *Conn) startStream(m protocol.Message) {
+	c.mu.Lock()
+	if len(c.streams) >= c.node.cfg.MaxStreamsPerConnection {
+		c.mu.Unlock()
+		c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, "Too many concurrent streams on this connection."))
+		return
+	}
+	if _, dup := c.streams[m.InvocationID]; dup {
+		c.mu.Unlock()
+		c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, "Invocation ID '"+m.InvocationID+"' is already in use."))
+		return
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	if c.streams == nil {
+		c.streams = map[string]context.CancelFunc{}
+	}
+	c.streams[m.InvocationID] = cancel
+	c.mu.Unlock()
+	go func() {
+		defer func() {
+			cancel()
+			c.mu.Lock()
+			delete(c.streams, m.InvocationID)
+			c.mu.Unlock()
+		}()
+		c.hub.invokeStream(ctx, c, m)
+	}()
+}
+
+// teardown runs once, when the read loop ends: it makes sure the socket is
+// closed and removes the connection from the node and the farm.
+func (c *Conn) teardown() {
+	c.closeWith(ReasonClientClosed)
+	// Give the writer the chance to flush a final Close record; it closes
+	// the socket itself, bounded by WriteTimeout.
+	select {
+	case <-c.queue.writerDone():
+	case <-time.After(c.node.cfg.WriteTimeout):
+	}
+	_ = c.ws.NetConn().Close()
+	c.node.removeConn(c)
+	close(c.torn)
+}

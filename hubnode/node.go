@@ -1,0 +1,538 @@
+// Package hubnode is the hub node runtime: negotiate, the WebSocket
+// transport, the connection lifecycle (handshake, keep-alive, timeouts,
+// close), per-connection bounded send queues, hub method dispatch, and the
+// Clients/Groups API that reaches connections on any node of the farm through
+// the backplane.
+package hubnode
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/gorilla/websocket"
+
+	"github.com/orchestratorchat/hubfarm/backplane"
+	"github.com/orchestratorchat/hubfarm/hubnode/protocol"
+	"github.com/orchestratorchat/hubfarm/metrics"
+)
+
+// Backplane is what the node needs from the farm's shared layer; it is
+// implemented by *backplane.Backplane, whose doc comment states the delivery
+// guarantees.
+type Backplane interface {
+	Publish(ctx context.Context, scope backplane.Scope, key string, frame []byte, exclude string) error
+	PublishConnection(ctx context.Context, connID string, frame []byte) error
+	PublishUserMembership(ctx context.Context, user, group string, join bool) error
+	CloseConnection(ctx context.Context, connID, reason string) error
+	RegisterConnection(ctx context.Context, c backplane.ConnInfo) error
+	UnregisterConnection(ctx context.Context, c backplane.ConnInfo, groups []string) error
+	JoinGroup(ctx context.Context, connID, group string) error
+	LeaveGroup(ctx context.Context, connID, group string) error
+}
+
+// ErrUnknownConnection is returned for a connection id held by no node.
+var ErrUnknownConnection = errors.New("hubnode: unknown connection")
+
+// Node serves hubs to clients and delivers messages from the farm to its
+// local connections.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  nodeMetrics
+	bp       Backplane
+	upgrader websocket.Upgrader
+
+	hubs []*Hub
+
+	mu     sync.RWMutex
+	conns  map[string]*Conn
+	groups map[string]map[*Conn]struct{}
+	users  map[string]map[*Conn]struct{}
+
+	control         chan func()
+	controlHandlers map[string]func(body []byte)
+
+	draining atomic.Bool
+	started  atomic.Bool
+	stop     chan struct{}
+	loops    sync.WaitGroup
+	connWG   sync.WaitGroup
+}
+
+// New creates a node. Attach a backplane with SetBackplane before Start.
+func New(cfg Config, m *metrics.Node) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:             cfg,
+		log:             cfg.Logger.With("node", cfg.NodeID),
+		metrics:         nodeMetrics{m},
+		conns:           map[string]*Conn{},
+		groups:          map[string]map[*Conn]struct{}{},
+		users:           map[string]map[*Conn]struct{}{},
+		control:         make(chan func(), 4096),
+		controlHandlers: map[string]func([]byte){},
+		stop:            make(chan struct{}),
+	}
+	n.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		// Shared write buffers: an idle connection holds none.
+		WriteBufferPool: &sync.Pool{},
+		// Origins are checked by the security layer (Authenticator / CORS
+		// middleware), not here.
+		CheckOrigin:       func(*http.Request) bool { return true },
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		EnableCompression: false,
+	}
+	return n, nil
+}
+
+// SetBackplane attaches the farm backplane. Deliveries from it go to
+// HandleDelivery.
+func (n *Node) SetBackplane(bp Backplane) { n.bp = bp }
+
+// ID is the node id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Config returns the node's effective configuration (defaults filled in).
+func (n *Node) Config() Config { return n.cfg }
+
+// Logger is the node's logger.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
+// AddHub registers a hub served at path.
+func (n *Node) AddHub(name, path string) *Hub {
+	h := &Hub{name: name, path: strings.TrimRight(path, "/"), node: n, methods: map[string]*method{}}
+	n.hubs = append(n.hubs, h)
+	return h
+}
+
+// HandleControl registers the handler for application control messages
+// named name arriving in this node's inbox (see Backplane.PublishNodeControl).
+// Handlers run on the node's control goroutine, one at a time.
+func (n *Node) HandleControl(name string, fn func(body []byte)) { n.controlHandlers[name] = fn }
+
+// Routes mounts negotiate and the WebSocket endpoint of every hub on r.
+func (n *Node) Routes(r gin.IRoutes) {
+	for _, h := range n.hubs {
+		h := h
+		r.POST(h.path+"/negotiate", func(c *gin.Context) { n.negotiate(h, c.Writer, c.Request) })
+		r.GET(h.path, func(c *gin.Context) { n.serveWebSocket(h, c.Writer, c.Request) })
+	}
+}
+
+// Start runs the keep-alive scanner and the control worker.
+func (n *Node) Start() error {
+	if n.bp == nil {
+		return errors.New("hubnode: start: no backplane attached")
+	}
+	if !n.started.CompareAndSwap(false, true) {
+		return errors.New("hubnode: start: already started")
+	}
+	n.loops.Add(2)
+	go n.scanLoop()
+	go n.controlLoop()
+	return nil
+}
+
+// Draining reports whether the node stopped accepting connections.
+func (n *Node) Draining() bool { return n.draining.Load() }
+
+// Drain stops accepting new connections and closes the existing ones with
+// Close{allowReconnect: true}, spread evenly over window so that their
+// reconnects do not land on the other nodes all at once. It returns when all
+// connections are gone or ctx ends.
+func (n *Node) Drain(ctx context.Context, window time.Duration) error {
+	n.draining.Store(true)
+	conns := n.Connections()
+	var step time.Duration
+	if len(conns) > 0 && window > 0 {
+		step = window / time.Duration(len(conns))
+	}
+	for i, c := range conns {
+		if i > 0 && step > 0 {
+			select {
+			case <-time.After(step):
+			case <-ctx.Done():
+			}
+		}
+		c.closeWith(ReasonShutdown)
+	}
+	done := make(chan struct{})
+	go func() { n.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hubnode: drain: %w", ctx.Err())
+	}
+}
+
+// Shutdown drains with no window (closing every connection at once) and stops
+// the node's loops. The backplane is shut down by its owner afterwards, so
+// the connections' deregistration still reaches Redis.
+func (n *Node) Shutdown(ctx context.Context) error {
+	err := n.Drain(ctx, 0)
+	if n.started.CompareAndSwap(true, false) {
+		close(n.stop)
+		n.loops.Wait()
+	}
+	return err
+}
+
+// Connections returns a snapshot of the local connections.
+func (n *Node) Connections() []*Conn {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]*Conn, 0, len(n.conns))
+	for _, c := range n.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// ConnectionCount is the number of local connections.
+func (n *Node) ConnectionCount() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return len(n.conns)
+}
+
+// LocalConnection returns the local connection id, if held here.
+func (n *Node) LocalConnection(id string) (*Conn, bool) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	c, ok := n.conns[id]
+	return c, ok
+}
+
+// serveWebSocket upgrades GET {hub}?id=TOKEN (or with no id: skipNegotiation)
+// and hands the connection to a fresh goroutine, so the HTTP handler returns
+// and net/http releases its per-request buffers.
+func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "This endpoint accepts WebSocket connections only.", http.StatusBadRequest)
+		return
+	}
+	if n.draining.Load() {
+		n.metrics.handshakeFailed("draining")
+		http.Error(w, "Server is shutting down.", http.StatusServiceUnavailable)
+		return
+	}
+	connID := ""
+	var ident Identity
+	if token := r.URL.Query().Get("id"); token != "" {
+		t, err := verifyToken(n.cfg.TokenSecret, token, n.cfg.Now())
+		if err != nil {
+			n.metrics.handshakeFailed("unknown_token")
+			n.log.Info("websocket refused", "hub", h.name, "remote", r.RemoteAddr, "err", err)
+			http.Error(w, "No Connection with that ID", http.StatusNotFound)
+			return
+		}
+		if _, dup := n.LocalConnection(t.ConnID); dup {
+			n.metrics.handshakeFailed("duplicate")
+			http.Error(w, "Connection ID already has an active connection.", http.StatusConflict)
+			return
+		}
+		connID, ident.User = t.ConnID, t.User
+		if n.cfg.Authenticator != nil {
+			// The token was bound to the user who negotiated; the upgrade
+			// must come from the same user.
+			id, err := n.cfg.Authenticator(r)
+			if err != nil || id.User != t.User {
+				n.metrics.handshakeFailed("unauthorized")
+				http.Error(w, "Unauthorized", http.StatusUnauthorized)
+				return
+			}
+			ident = id
+		}
+	} else {
+		id, err := n.identify(r)
+		if err != nil {
+			n.metrics.handshakeFailed("unauthorized")
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		connID, ident = newID(), id
+	}
+	if ident.User == "" {
+		ident.User = connID
+	}
+	ws, err := n.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		n.metrics.handshakeFailed("upgrade")
+		return // the upgrader already answered with an HTTP error
+	}
+	ws.SetReadLimit(n.cfg.MaxMessageSize)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Conn{
+		id: connID, hub: h, node: n, ident: ident, remote: r.RemoteAddr,
+		ws: ws, queue: newSendQueue(n.cfg.SendQueueFrames, n.cfg.SendQueueBytes),
+		ctx: ctx, cancel: cancel, torn: make(chan struct{}),
+	}
+	n.connWG.Add(1)
+	go n.runConn(c)
+}
+
+// runConn performs the handshake, registers the connection and reads.
+func (n *Node) runConn(c *Conn) {
+	defer n.connWG.Done()
+	leftover, ok := n.handshake(c)
+	if !ok {
+		c.cancel()
+		_ = c.ws.Close()
+		return
+	}
+	c.connectedAt = n.cfg.Now()
+	c.lastWrite.Store(c.connectedAt.UnixNano())
+	if !n.addConn(c) {
+		c.cancel()
+		_ = c.ws.Close()
+		return
+	}
+	n.metrics.opened(c.hub.name)
+	ctx, cancel := context.WithTimeout(c.ctx, n.cfg.RedisTimeout)
+	err := n.bp.RegisterConnection(ctx, backplane.ConnInfo{
+		ID: c.id, Hub: c.hub.name, User: c.ident.User, Remote: c.remote, ConnectedAt: c.connectedAt,
+	})
+	cancel()
+	if err != nil {
+		// Keep serving: local delivery works without Redis, and the
+		// connection is re-registered by the client's next reconnect.
+		n.log.Warn("connection registration failed; serving locally", "conn", c.id, "err", err)
+	}
+	for _, fn := range c.hub.onConnected {
+		fn(c)
+	}
+	c.readLoop(leftover)
+}
+
+func (n *Node) handshake(c *Conn) ([]byte, bool) {
+	_ = c.ws.SetReadDeadline(n.cfg.Now().Add(n.cfg.HandshakeTimeout))
+	mt, data, err := c.ws.ReadMessage()
+	if err != nil {
+		reason := "read_error"
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			reason = "timeout"
+		}
+		n.metrics.handshakeFailed(reason)
+		n.log.Info("handshake failed", "conn", c.id, "reason", reason, "err", err)
+		return nil, false
+	}
+	_ = mt // the handshake is JSON text whatever the frame type
+	req, rest, err := protocol.ParseHandshakeRequest(data)
+	errText := ""
+	if err != nil {
+		errText = "Handshake was canceled: " + err.Error()
+	} else {
+		errText = protocol.ValidateHandshake(req)
+	}
+	_ = c.ws.SetWriteDeadline(n.cfg.Now().Add(n.cfg.WriteTimeout))
+	if errText != "" {
+		n.metrics.handshakeFailed("invalid")
+		n.log.Info("handshake refused", "conn", c.id, "hub", c.hub.name, "error", errText)
+		_ = c.ws.WriteMessage(websocket.TextMessage, protocol.AppendHandshakeResponse(nil, errText))
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), n.cfg.Now().Add(time.Second))
+		return nil, false
+	}
+	if err := c.ws.WriteMessage(websocket.TextMessage, protocol.AppendHandshakeResponse(nil, "")); err != nil {
+		n.metrics.handshakeFailed("write_error")
+		return nil, false
+	}
+	return rest, true
+}
+
+func (n *Node) addConn(c *Conn) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.draining.Load() {
+		return false
+	}
+	if _, dup := n.conns[c.id]; dup {
+		return false
+	}
+	n.conns[c.id] = c
+	addMember(n.users, c.ident.User, c)
+	return true
+}
+
+// removeConn takes a closed connection out of every local table and the
+// farm registry, then runs the hub's OnDisconnected hooks.
+func (n *Node) removeConn(c *Conn) {
+	c.memberMu.Lock()
+	defer c.memberMu.Unlock()
+	n.mu.Lock()
+	if n.conns[c.id] != c {
+		n.mu.Unlock()
+		return
+	}
+	delete(n.conns, c.id)
+	removeMember(n.users, c.ident.User, c)
+	c.mu.Lock()
+	groups := make([]string, 0, len(c.groups))
+	for g := range c.groups {
+		groups = append(groups, g)
+		removeMember(n.groups, g, c)
+	}
+	c.groups = nil
+	c.mu.Unlock()
+	groupCount := len(n.groups)
+	n.mu.Unlock()
+	n.metrics.localGroups(groupCount)
+	n.metrics.closed(c.hub.name, c.closeReason())
+
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RedisTimeout)
+	defer cancel()
+	if err := n.bp.UnregisterConnection(ctx, backplane.ConnInfo{
+		ID: c.id, Hub: c.hub.name, User: c.ident.User, Remote: c.remote, ConnectedAt: c.connectedAt,
+	}, groups); err != nil {
+		// The dead-node reaper cannot help (this node lives on); the
+		// entries are harmless: deliveries to them find no local member.
+		n.log.Warn("connection deregistration failed", "conn", c.id, "err", err)
+	}
+	for _, fn := range c.hub.onDisconnected {
+		fn(c)
+	}
+	n.log.Debug("connection closed", "conn", c.id, "hub", c.hub.name, "reason", c.closeReason())
+}
+
+func addMember(m map[string]map[*Conn]struct{}, key string, c *Conn) bool {
+	set := m[key]
+	if set == nil {
+		set = map[*Conn]struct{}{}
+		m[key] = set
+	}
+	if _, ok := set[c]; ok {
+		return false
+	}
+	set[c] = struct{}{}
+	return true
+}
+
+func removeMember(m map[string]map[*Conn]struct{}, key string, c *Conn) {
+	if set := m[key]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(m, key)
+		}
+	}
+}
+
+// scanLoop sends keep-alive Pings to connections the node has not written to
+// for KeepAliveInterval. (The client timeout is a read deadline per
+// connection, so it needs no scanning.)
+func (n *Node) scanLoop() {
+	defer n.loops.Done()
+	t := time.NewTicker(n.cfg.ScanInterval)
+	defer t.Stop()
+	ping := protocol.AppendPing(nil)
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		cutoff := n.cfg.Now().Add(-n.cfg.KeepAliveInterval).UnixNano()
+		for _, c := range n.Connections() {
+			if c.lastWrite.Load() <= cutoff {
+				c.sendFrame(ping)
+			}
+		}
+	}
+}
+
+// controlLoop runs membership changes and control messages from the
+// backplane off its receive goroutine, in arrival order.
+func (n *Node) controlLoop() {
+	defer n.loops.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case fn := <-n.control:
+			fn()
+		}
+	}
+}
+
+func (n *Node) enqueueControl(fn func()) {
+	select {
+	case n.control <- fn:
+	default:
+		n.log.Error("control queue full; dropping a membership or control message")
+	}
+}
+
+// HandleDelivery is the backplane.Handler of the node: it writes frames to
+// local members and applies control messages. It never blocks.
+func (n *Node) HandleDelivery(d backplane.Delivery) {
+	switch d.Kind {
+	case backplane.KindFrame:
+		n.deliverLocal(d.Scope, d.Key, bytes.Clone(d.Frame), d.Exclude)
+	case backplane.KindJoinGroup, backplane.KindLeaveGroup:
+		user, group, join := d.Key, d.Arg, d.Kind == backplane.KindJoinGroup
+		n.enqueueControl(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RedisTimeout)
+			defer cancel()
+			if err := n.userMembershipLocal(ctx, user, group, join); err != nil {
+				n.log.Warn("applying remote membership change failed", "group", group, "join", join, "err", err)
+			}
+		})
+	case backplane.KindClose:
+		if c, ok := n.LocalConnection(d.Key); ok {
+			c.closeWith(ReasonServerRequest)
+		}
+	case backplane.KindControl:
+		if fn := n.controlHandlers[d.Arg]; fn != nil {
+			body := bytes.Clone(d.Frame)
+			n.enqueueControl(func() { fn(body) })
+		}
+	}
+}
+
+// deliverLocal queues frame to the local targets of scope/key.
+func (n *Node) deliverLocal(scope backplane.Scope, key string, frame []byte, exclude string) int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	count := 0
+	send := func(set map[*Conn]struct{}) {
+		for c := range set {
+			if c.id != exclude {
+				c.sendFrame(frame)
+				count++
+			}
+		}
+	}
+	switch scope {
+	case backplane.ScopeGroup:
+		send(n.groups[key])
+	case backplane.ScopeUser:
+		send(n.users[key])
+	case backplane.ScopeAll:
+		for _, c := range n.conns {
+			if c.id != exclude {
+				c.sendFrame(frame)
+				count++
+			}
+		}
+	case backplane.ScopeConnection:
+		if c, ok := n.conns[key]; ok {
+			c.sendFrame(frame)
+			count++
+		}
+	}
+	return count
+}

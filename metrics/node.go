@@ -1,0 +1,74 @@
+// Package metrics owns every Prometheus metric name the farm exports
+// (namespace "hubfarm"). Collectors are registered on a registry passed in;
+// nothing touches the global default registry. Labels are bounded: hub,
+// method, outcome, reason, type — never a user, session, connection or plan id.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "hubfarm"
+
+// Node holds the hub node's connection, message and invocation metrics.
+type Node struct {
+	ConnectionsCurrent  *prometheus.GaugeVec
+	ConnectionsOpened   *prometheus.CounterVec
+	ConnectionsClosed   *prometheus.CounterVec
+	HandshakeFailures   *prometheus.CounterVec
+	MessagesIn          *prometheus.CounterVec
+	BytesIn             prometheus.Counter
+	RecordsOut          prometheus.Counter
+	BytesOut            prometheus.Counter
+	WritesOut           prometheus.Counter
+	RecordsPerWrite     prometheus.Histogram
+	SlowConsumerCloses  prometheus.Counter
+	DroppedFrames       prometheus.Counter
+	Invocations         *prometheus.CounterVec
+	InvocationDuration  *prometheus.HistogramVec
+	LocalGroups         prometheus.Gauge
+	BackplanePublishErr prometheus.Counter
+}
+
+// NewNode creates the node metrics and registers them on reg.
+func NewNode(reg prometheus.Registerer) *Node {
+	m := &Node{
+		ConnectionsCurrent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "connections",
+			Help: "Connections currently held by this node."}, []string{"hub"}),
+		ConnectionsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "connections_opened_total",
+			Help: "Connections that completed the handshake."}, []string{"hub"}),
+		ConnectionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "connections_closed_total",
+			Help: "Connections closed, by reason."}, []string{"hub", "reason"}),
+		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "handshake_failures_total",
+			Help: "WebSocket connections refused before or during the handshake, by reason."}, []string{"reason"}),
+		MessagesIn: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "messages_in_total",
+			Help: "Hub protocol records received from clients, by message type."}, []string{"type"}),
+		BytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "bytes_in_total",
+			Help: "WebSocket payload bytes received from clients."}),
+		RecordsOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "messages_out_total",
+			Help: "Hub protocol records written to clients."}),
+		BytesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "bytes_out_total",
+			Help: "WebSocket payload bytes written to clients."}),
+		WritesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "socket_writes_total",
+			Help: "WebSocket messages written (each may batch several records)."}),
+		RecordsPerWrite: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "records_per_write",
+			Help: "Records batched into one WebSocket message.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}}),
+		SlowConsumerCloses: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "slow_consumer_closes_total",
+			Help: "Connections closed because their send queue was full."}),
+		DroppedFrames: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "dropped_frames_total",
+			Help: "Frames not queued because the connection's queue was full or closing."}),
+		Invocations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "invocations_total",
+			Help: "Hub method invocations by hub, method and outcome (ok, error, bind_error, cancelled)."}, []string{"hub", "method", "outcome"}),
+		InvocationDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "invocation_duration_seconds",
+			Help: "Hub method latency from dispatch to completion.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"hub", "method"}),
+		LocalGroups: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "local_groups",
+			Help: "Groups with at least one member on this node."}),
+		BackplanePublishErr: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "node_backplane_send_errors_total",
+			Help: "Sends from this node whose backplane publication failed (remote members missed them)."}),
+	}
+	reg.MustRegister(m.ConnectionsCurrent, m.ConnectionsOpened, m.ConnectionsClosed, m.HandshakeFailures, m.MessagesIn,
+		m.BytesIn, m.RecordsOut, m.BytesOut, m.WritesOut, m.RecordsPerWrite, m.SlowConsumerCloses, m.DroppedFrames,
+		m.Invocations, m.InvocationDuration, m.LocalGroups, m.BackplanePublishErr)
+	return m
+}

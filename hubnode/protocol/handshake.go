@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 )
@@ -75,6 +76,12 @@ func ParseHandshakeResponse(data []byte) (errText string, rest []byte, err error
 	i := indexRS(data)
 	if i < 0 {
 		return "", nil, protoErr("handshake response is incomplete")
+	}
+	// encoding/json accepts the literal null for a struct and leaves it
+	// untouched, which would read as a successful reply; the JS client fails
+	// on anything but an object.
+	if body := bytes.TrimLeft(data[:i], " \t\r\n"); len(body) > 0 && body[0] != '{' {
+		return "", nil, protoErr("malformed handshake response: not a JSON object")
 	}
 	var raw struct {
 		Error *string          `json:"error"`

@@ -367,3 +367,11 @@ func (c *Conn) teardown() {
 	c.node.removeConn(c)
 	close(c.torn)
 }
+
+// InGroup reports whether the connection is in group on this node.
+func (c *Conn) InGroup(group string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.groups[group]
+	return ok
+}

@@ -192,6 +192,20 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Abort drops every connection at once, without Close records, as a crashed
+// process would (tests use it to simulate a killed node).
+func (n *Node) Abort() {
+	n.draining.Store(true)
+	for _, c := range n.Connections() {
+		c.cancel()
+		_ = c.ws.NetConn().Close()
+	}
+	if n.started.CompareAndSwap(true, false) {
+		close(n.stop)
+		n.loops.Wait()
+	}
+}
+
 // Connections returns a snapshot of the local connections.
 func (n *Node) Connections() []*Conn {
 	n.mu.RLock()

@@ -1,0 +1,274 @@
+// Package hubs defines OrchestratorChat's two hubs, OrchestratorHub and
+// AgentHub: thin handlers that decode requests, check who may do what, call
+// the session store and the orchestration engine, and answer.
+//
+// Both hubs share the farm-wide groups (DESIGN decision 5): a session's group
+// holds every connection of every member user, on either hub.
+package hubs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+	"unicode/utf8"
+
+	"github.com/orchestratorchat/hubfarm/hubnode"
+	"github.com/orchestratorchat/hubfarm/orchestration/contract"
+	"github.com/orchestratorchat/hubfarm/orchestration/session"
+)
+
+// Paths and names of the hubs.
+const (
+	OrchestratorPath = "/hubs/orchestrator"
+	AgentPath        = "/hubs/agent"
+	OrchestratorName = "OrchestratorHub"
+	AgentName        = "AgentHub"
+)
+
+// TargetReceiveSessionMessage is the callback carrying a user's chat message.
+const TargetReceiveSessionMessage = "ReceiveSessionMessage"
+
+// Limits on hub method input (more arrive with the security work).
+const (
+	maxContentBytes = 64 << 10
+	maxIDLength     = 128
+	maxNameLength   = 256
+	maxHistoryLimit = 1000
+)
+
+// Deps are what the hubs need.
+type Deps struct {
+	Sessions *session.Store
+	Logger   *slog.Logger
+	// Dev enables diagnostics meant for development and tests only
+	// (DebugClose).
+	Dev bool
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Hubs holds the registered hubs.
+type Hubs struct {
+	Orchestrator *hubnode.Hub
+	Agent        *hubnode.Hub
+	deps         Deps
+	node         *hubnode.Node
+}
+
+// Register adds both hubs and their methods to node.
+func Register(node *hubnode.Node, deps Deps) *Hubs {
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	h := &Hubs{deps: deps, node: node}
+	h.Orchestrator = node.AddHub(OrchestratorName, OrchestratorPath)
+	h.Agent = node.AddHub(AgentName, AgentPath)
+	for _, hub := range []*hubnode.Hub{h.Orchestrator, h.Agent} {
+		hub.OnConnected(h.rejoinSessions)
+		h.registerSessionMethods(hub)
+		h.registerDiagnostics(hub)
+	}
+	h.Orchestrator.OnConnected(func(c *hubnode.Conn) {
+		_ = sendTo(c, contract.TargetConnected, contract.ConnectionInfo{
+			ConnectionID: c.ID(), ConnectedAt: contract.DateTime(c.ConnectedAt().UTC()),
+		})
+	})
+	return h
+}
+
+func sendTo(c *hubnode.Conn, target string, args ...any) error {
+	ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
+	defer cancel()
+	return c.Hub().Node().SendConnection(ctx, c.ID(), target, args...)
+}
+
+// rejoinSessions puts a new connection into the groups of its user's
+// sessions, so membership survives reconnects (on any node).
+func (h *Hubs) rejoinSessions(c *hubnode.Conn) {
+	ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
+	defer cancel()
+	ids, err := h.deps.Sessions.UserSessions(ctx, c.User())
+	if err != nil {
+		h.deps.Logger.Warn("rejoining sessions failed", "conn", c.ID(), "err", err)
+		return
+	}
+	for _, id := range ids {
+		if err := h.node.AddToGroup(ctx, c.ID(), session.GroupName(id)); err != nil {
+			h.deps.Logger.Warn("rejoining session failed", "conn", c.ID(), "session", id, "err", err)
+		}
+	}
+}
+
+// receiveError sends ReceiveError to the caller.
+func (h *Hubs) receiveError(call *hubnode.Call, code, msg, sessionID, agentID string) {
+	e := contract.ErrorResponse{Error: msg, Code: code, Timestamp: contract.DateTime(h.deps.Now().UTC())}
+	if sessionID != "" {
+		e.SessionID = &sessionID
+	}
+	if agentID != "" {
+		e.AgentID = &agentID
+	}
+	_ = call.SendCaller(contract.TargetReceiveError, e)
+}
+
+func validID(kind, id string) error {
+	if id == "" {
+		return hubnode.Errorf("VALIDATION_FAILED: %s is required.", kind)
+	}
+	if len(id) > maxIDLength || !utf8.ValidString(id) {
+		return hubnode.Errorf("VALIDATION_FAILED: %s is invalid.", kind)
+	}
+	return nil
+}
+
+func (h *Hubs) registerSessionMethods(hub *hubnode.Hub) {
+	hub.Method("CreateSession", h.createSession)
+	hub.Method("JoinSession", h.joinSession)
+	hub.Method("LeaveSession", h.leaveSession)
+	hub.Method("GetSessionHistory", h.getSessionHistory)
+	hub.Method("SendSessionMessage", h.sendSessionMessage)
+}
+
+func (h *Hubs) createSession(call *hubnode.Call, req contract.CreateSessionRequest) (contract.SessionCreatedResponse, error) {
+	fail := func(msg string) (contract.SessionCreatedResponse, error) {
+		return contract.SessionCreatedResponse{Success: false, SessionID: "", Error: &msg}, nil
+	}
+	if len(req.Name) > maxNameLength || len(req.AgentIDs) > 64 || len(req.WorkingDirectory) > 1024 {
+		return fail("Invalid session request: a field is too long.")
+	}
+	ctx := call.Context()
+	sess, err := h.deps.Sessions.Create(ctx, call.User(), req)
+	if err != nil {
+		h.deps.Logger.Error("create session failed", "conn", call.ConnectionID(), "err", err)
+		return fail("Failed to create session.")
+	}
+	// The caller's own connection joined synchronously in Create; the
+	// SessionCreated event reaches it (once) before the Completion.
+	if _, err := h.deps.Sessions.Emit(ctx, sess.ID, call.ConnectionID(), contract.TargetSessionCreated, sess); err != nil {
+		h.deps.Logger.Warn("SessionCreated delivery incomplete", "session", sess.ID, "err", err)
+	}
+	h.deps.Logger.Info("session created", "audit", true, "user", call.User(), "session", sess.ID, "conn", call.ConnectionID())
+	return contract.SessionCreatedResponse{Success: true, SessionID: sess.ID, Session: &sess}, nil
+}
+
+func (h *Hubs) joinSession(call *hubnode.Call, sessionID string) error {
+	if err := validID("sessionId", sessionID); err != nil {
+		return err
+	}
+	sess, err := h.deps.Sessions.Join(call.Context(), call.User(), sessionID)
+	switch {
+	case errors.Is(err, session.ErrNotFound):
+		h.receiveError(call, contract.CodeSessionNotFound, fmt.Sprintf("Session %s not found", sessionID), sessionID, "")
+		return nil
+	case err != nil:
+		return fmt.Errorf("join session: %w", err)
+	}
+	h.deps.Logger.Info("session joined", "audit", true, "user", call.User(), "session", sessionID, "conn", call.ConnectionID())
+	return call.SendCaller(contract.TargetSessionJoined, sess)
+}
+
+func (h *Hubs) leaveSession(call *hubnode.Call, sessionID string) error {
+	if err := validID("sessionId", sessionID); err != nil {
+		return err
+	}
+	if err := h.deps.Sessions.Leave(call.Context(), call.User(), sessionID); err != nil {
+		// As in the original hub, leaving never fails the caller.
+		h.deps.Logger.Warn("leave session failed", "conn", call.ConnectionID(), "session", sessionID, "err", err)
+	}
+	h.deps.Logger.Info("session left", "audit", true, "user", call.User(), "session", sessionID, "conn", call.ConnectionID())
+	return nil
+}
+
+// inSession reports whether the caller may use the session: its connection
+// is in the session group on this node (no Redis round trip), or its user is
+// a member.
+func (h *Hubs) inSession(call *hubnode.Call, sessionID string) (bool, error) {
+	if call.Conn().InGroup(session.GroupName(sessionID)) {
+		return true, nil
+	}
+	return h.deps.Sessions.IsMember(call.Context(), sessionID, call.User())
+}
+
+func (h *Hubs) requireMember(call *hubnode.Call, sessionID string) error {
+	if err := validID("sessionId", sessionID); err != nil {
+		return err
+	}
+	ok, err := h.inSession(call, sessionID)
+	if err != nil {
+		return fmt.Errorf("membership check: %w", err)
+	}
+	if !ok {
+		return hubnode.Errorf("FORBIDDEN: you are not a member of session %s.", sessionID)
+	}
+	return nil
+}
+
+func (h *Hubs) getSessionHistory(call *hubnode.Call, sessionID string, afterEventID *string, limit *int) ([]contract.HistoryEvent, error) {
+	if err := h.requireMember(call, sessionID); err != nil {
+		return nil, err
+	}
+	after, n := "", maxHistoryLimit
+	if afterEventID != nil {
+		after = *afterEventID
+	}
+	if limit != nil && *limit > 0 && *limit < maxHistoryLimit {
+		n = *limit
+	}
+	events, err := h.deps.Sessions.History(call.Context(), sessionID, after, n)
+	if errors.Is(err, session.ErrInvalidEventID) {
+		return nil, hubnode.Errorf("VALIDATION_FAILED: afterEventId is not an event id.")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	return events, nil
+}
+
+func (h *Hubs) sendSessionMessage(call *hubnode.Call, sessionID, content string) error {
+	if err := h.requireMember(call, sessionID); err != nil {
+		return err
+	}
+	if len(content) > maxContentBytes {
+		return hubnode.Errorf("VALIDATION_FAILED: message content exceeds %d bytes.", maxContentBytes)
+	}
+	user := call.User()
+	msg := contract.NewAgentMessage(h.deps.Now().UTC())
+	msg.Content = content
+	msg.Role = contract.MessageRoleUser
+	msg.SessionID = sessionID
+	msg.SenderID = &user
+	if _, err := h.deps.Sessions.Emit(call.Context(), sessionID, call.ConnectionID(), TargetReceiveSessionMessage, msg); err != nil {
+		return fmt.Errorf("send session message: %w", err)
+	}
+	return nil
+}
+
+func (h *Hubs) registerDiagnostics(hub *hubnode.Hub) {
+	// Counter streams 0..count-1: a diagnostic for server-to-client streams.
+	hub.StreamMethod("Counter", func(call *hubnode.Call, s *hubnode.Stream, count int) error {
+		if count < 0 || count > 10000 {
+			return hubnode.Errorf("count must be between 0 and 10000")
+		}
+		for i := 0; i < count; i++ {
+			if err := s.Send(call.Context(), i); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !h.deps.Dev {
+		return
+	}
+	// DebugClose makes the node close the caller with allowReconnect, as a
+	// draining node would. Development only.
+	hub.Method("DebugClose", func(call *hubnode.Call) error {
+		c := call.Conn()
+		time.AfterFunc(50*time.Millisecond, func() { c.Close(hubnode.ReasonServerRequest) })
+		return nil
+	})
+}

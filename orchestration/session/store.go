@@ -1,0 +1,340 @@
+// Package session keeps OrchestratorChat sessions farm-wide in Redis: the
+// session record, its members (users, not connections: membership survives
+// reconnects and node loss), and its capped event history, through which a
+// client that was away catches up.
+//
+// Guarantees: an event is recorded in the history before it is sent, and it
+// carries its history id ("eventId") when sent, so a client that missed live
+// delivery finds it with History(afterEventID). If Redis refuses the record,
+// Emit fails and nothing is sent: no event is delivered that the history does
+// not hold.
+package session
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orchestratorchat/hubfarm/orchestration/contract"
+)
+
+// ErrNotFound is returned for an unknown session id.
+var ErrNotFound = errors.New("session not found")
+
+// ErrInvalidEventID is returned for an afterEventID that is not a history id.
+var ErrInvalidEventID = errors.New("invalid event id")
+
+// Router is how the store reaches connections anywhere in the farm. The hub
+// node implements it.
+type Router interface {
+	// SendGroupExcept sends a callback to every member connection of group
+	// except exclude.
+	SendGroupExcept(ctx context.Context, group, exclude, target string, args ...any) error
+	// SendConnection sends a callback to one connection wherever it is.
+	SendConnection(ctx context.Context, connID, target string, args ...any) error
+	// AddUserToGroup puts every connection of user, on every node, in group.
+	AddUserToGroup(ctx context.Context, user, group string) error
+	// RemoveUserFromGroup takes every connection of user out of group.
+	RemoveUserFromGroup(ctx context.Context, user, group string) error
+}
+
+// Config configures the store. Zero fields take the defaults noted.
+type Config struct {
+	// Prefix of every key. Default "hf".
+	Prefix string
+	// HistoryMaxLen caps a session's event stream (approximately). Default 10000.
+	HistoryMaxLen int64
+	// TTL is how long an idle session is kept; every event renews it.
+	// Default 7 days.
+	TTL time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = "hf"
+	}
+	if c.HistoryMaxLen <= 0 {
+		c.HistoryMaxLen = 10000
+	}
+	if c.TTL <= 0 {
+		c.TTL = 7 * 24 * time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Store is the farm-wide session store.
+type Store struct {
+	rdb    redis.UniversalClient
+	router Router
+	cfg    Config
+}
+
+// NewStore creates a store.
+func NewStore(rdb redis.UniversalClient, router Router, cfg Config) *Store {
+	return &Store{rdb: rdb, router: router, cfg: cfg.withDefaults()}
+}
+
+// GroupName is the hub group of a session (shared by both hubs).
+func GroupName(sessionID string) string { return "session-" + sessionID }
+
+func (s *Store) keySession(id string) string     { return s.cfg.Prefix + ":session:{" + id + "}" }
+func (s *Store) keyMembers(id string) string     { return s.cfg.Prefix + ":session:{" + id + "}:members" }
+func (s *Store) keyEvents(id string) string      { return s.cfg.Prefix + ":session:{" + id + "}:events" }
+func (s *Store) keyUserSessions(u string) string { return s.cfg.Prefix + ":user:" + u + ":sessions" }
+
+// Create stores a new session owned by owner, makes owner a member, and puts
+// the owner's connections in the session group.
+func (s *Store) Create(ctx context.Context, owner string, req contract.CreateSessionRequest) (contract.Session, error) {
+	now := contract.DateTime(s.cfg.Now().UTC())
+	sess := contract.Session{
+		ID:                  uuid.NewString(),
+		Name:                req.Name,
+		Type:                req.Type,
+		Status:              contract.SessionStatusActive,
+		CreatedAt:           now,
+		LastActivityAt:      now,
+		ParticipantAgentIDs: append(contract.List[string]{}, req.AgentIDs...),
+		WorkingDirectory:    req.WorkingDirectory,
+	}
+	data, err := json.Marshal(sess)
+	if err != nil {
+		return contract.Session{}, fmt.Errorf("session: create: %w", err)
+	}
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, s.keySession(sess.ID), "data", data, "owner", owner)
+		p.PExpire(ctx, s.keySession(sess.ID), s.cfg.TTL)
+		p.SAdd(ctx, s.keyMembers(sess.ID), owner)
+		p.PExpire(ctx, s.keyMembers(sess.ID), s.cfg.TTL)
+		return nil
+	})
+	if err != nil {
+		return contract.Session{}, fmt.Errorf("session: create: %w", err)
+	}
+	if err := s.addUserSession(ctx, owner, sess.ID); err != nil {
+		return contract.Session{}, err
+	}
+	if err := s.router.AddUserToGroup(ctx, owner, GroupName(sess.ID)); err != nil {
+		return contract.Session{}, fmt.Errorf("session: create: join group: %w", err)
+	}
+	return sess, nil
+}
+
+func (s *Store) addUserSession(ctx context.Context, user, id string) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, s.keyUserSessions(user), id)
+		p.PExpire(ctx, s.keyUserSessions(user), s.cfg.TTL)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("session: record membership: %w", err)
+	}
+	return nil
+}
+
+// Get loads a session.
+func (s *Store) Get(ctx context.Context, id string) (contract.Session, error) {
+	data, err := s.rdb.HGet(ctx, s.keySession(id), "data").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return contract.Session{}, ErrNotFound
+	}
+	if err != nil {
+		return contract.Session{}, fmt.Errorf("session: get: %w", err)
+	}
+	var sess contract.Session
+	if err := json.Unmarshal(data, &sess); err != nil {
+		return contract.Session{}, fmt.Errorf("session: get: decode: %w", err)
+	}
+	return sess, nil
+}
+
+// Exists reports whether the session is stored.
+func (s *Store) Exists(ctx context.Context, id string) (bool, error) {
+	n, err := s.rdb.Exists(ctx, s.keySession(id)).Result()
+	if err != nil {
+		return false, fmt.Errorf("session: exists: %w", err)
+	}
+	return n == 1, nil
+}
+
+// Owner returns the user who created the session.
+func (s *Store) Owner(ctx context.Context, id string) (string, error) {
+	o, err := s.rdb.HGet(ctx, s.keySession(id), "owner").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("session: owner: %w", err)
+	}
+	return o, nil
+}
+
+// Join makes user a member of the session and puts all of the user's
+// connections (any node, either hub) in the session group. It returns
+// ErrNotFound, after joining, when no session record exists: like the
+// original hub, joining an unknown id still joins its group.
+func (s *Store) Join(ctx context.Context, user, id string) (contract.Session, error) {
+	if _, err := s.rdb.SAdd(ctx, s.keyMembers(id), user).Result(); err != nil {
+		return contract.Session{}, fmt.Errorf("session: join: %w", err)
+	}
+	if err := s.addUserSession(ctx, user, id); err != nil {
+		return contract.Session{}, err
+	}
+	if err := s.router.AddUserToGroup(ctx, user, GroupName(id)); err != nil {
+		return contract.Session{}, fmt.Errorf("session: join group: %w", err)
+	}
+	return s.Get(ctx, id)
+}
+
+// Leave ends user's membership and takes the user's connections out of the
+// session group.
+func (s *Store) Leave(ctx context.Context, user, id string) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.SRem(ctx, s.keyMembers(id), user)
+		p.SRem(ctx, s.keyUserSessions(user), id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("session: leave: %w", err)
+	}
+	if err := s.router.RemoveUserFromGroup(ctx, user, GroupName(id)); err != nil {
+		return fmt.Errorf("session: leave group: %w", err)
+	}
+	return nil
+}
+
+// IsMember reports whether user is a member of the session.
+func (s *Store) IsMember(ctx context.Context, id, user string) (bool, error) {
+	ok, err := s.rdb.SIsMember(ctx, s.keyMembers(id), user).Result()
+	if err != nil {
+		return false, fmt.Errorf("session: is member: %w", err)
+	}
+	return ok, nil
+}
+
+// UserSessions lists the sessions user belongs to (used to rejoin a new
+// connection to its sessions).
+func (s *Store) UserSessions(ctx context.Context, user string) ([]string, error) {
+	ids, err := s.rdb.SMembers(ctx, s.keyUserSessions(user)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("session: user sessions: %w", err)
+	}
+	return ids, nil
+}
+
+// Emit records an event in the session's history and sends it, with its
+// eventId added to the payload, to the session group and — when callerConn is
+// set — to the caller once (the caller is excluded from the group send, so a
+// caller that is a member does not get it twice). It returns the event id.
+func (s *Store) Emit(ctx context.Context, sessionID, callerConn, target string, payload any) (string, error) {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return "", fmt.Errorf("session: emit %s: encode: %w", target, err)
+	}
+	id, err := s.record(ctx, sessionID, target, body)
+	if err != nil {
+		return "", err
+	}
+	withID := json.RawMessage(injectEventID(body, id))
+	group := GroupName(sessionID)
+	var errs []error
+	if err := s.router.SendGroupExcept(ctx, group, callerConn, target, withID); err != nil {
+		errs = append(errs, err)
+	}
+	if callerConn != "" {
+		if err := s.router.SendConnection(ctx, callerConn, target, withID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		// The event is in the history: members that missed it live
+		// recover it from there.
+		return id, fmt.Errorf("session: emit %s: %w", target, errors.Join(errs...))
+	}
+	return id, nil
+}
+
+// record appends an event to the history and renews the session's TTL.
+func (s *Store) record(ctx context.Context, sessionID, target string, body []byte) (string, error) {
+	ts := s.cfg.Now().UnixMilli()
+	var add *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		add = p.XAdd(ctx, &redis.XAddArgs{
+			Stream: s.keyEvents(sessionID),
+			MaxLen: s.cfg.HistoryMaxLen,
+			Approx: true,
+			Values: []any{"t", target, "p", body, "ts", ts},
+		})
+		p.PExpire(ctx, s.keyEvents(sessionID), s.cfg.TTL)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("session: record %s: %w", target, err)
+	}
+	return add.Val(), nil
+}
+
+// injectEventID adds "eventId" as the first field of a JSON object.
+func injectEventID(body []byte, id string) []byte {
+	b := bytes.TrimLeft(body, " \t\r\n")
+	if len(b) < 2 || b[0] != '{' {
+		return body
+	}
+	out := make([]byte, 0, len(b)+len(id)+16)
+	out = append(out, `{"eventId":"`...)
+	out = append(out, id...)
+	out = append(out, '"')
+	rest := bytes.TrimLeft(b[1:], " \t\r\n")
+	if len(rest) > 0 && rest[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, rest...)
+}
+
+var eventIDPattern = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
+
+// History returns up to limit events recorded after afterEventID (all from
+// the start when it is empty), oldest first.
+func (s *Store) History(ctx context.Context, sessionID, afterEventID string, limit int) ([]contract.HistoryEvent, error) {
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	start := "-"
+	if afterEventID != "" {
+		if !eventIDPattern.MatchString(afterEventID) {
+			return nil, ErrInvalidEventID
+		}
+		start = "(" + afterEventID
+	}
+	msgs, err := s.rdb.XRangeN(ctx, s.keyEvents(sessionID), start, "+", int64(limit)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("session: history: %w", err)
+	}
+	out := make([]contract.HistoryEvent, 0, len(msgs))
+	for _, m := range msgs {
+		target, _ := m.Values["t"].(string)
+		body, _ := m.Values["p"].(string)
+		ev := contract.HistoryEvent{EventID: m.ID, Target: target, Payload: injectEventID([]byte(body), m.ID)}
+		if ts, ok := m.Values["ts"].(string); ok {
+			var ms int64
+			_, _ = fmt.Sscan(ts, &ms)
+			ev.Timestamp = contract.DateTime(time.UnixMilli(ms).UTC())
+		}
+		if !json.Valid(ev.Payload) {
+			ev.Payload = json.RawMessage("null")
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}

@@ -35,7 +35,7 @@ const artifactsDir = join(e2eDir, 'artifacts');
 /** Deadline for one awaited event, in milliseconds. */
 export const EVENT_TIMEOUT_MS = Number(process.env.HUBFARM_E2E_TIMEOUT_MS || 10000);
 const START_TIMEOUT_MS = Number(process.env.HUBFARM_E2E_START_TIMEOUT_MS || 60000);
-const STOP_TIMEOUT_MS = 10000;
+const STOP_TIMEOUT_MS = 30000; // SIGTERM drains connections over a window first
 const LOG_LIMIT = 4 << 20; // bytes of server output kept in memory
 
 // ---------------------------------------------------------------------------

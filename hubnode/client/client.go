@@ -613,10 +613,14 @@ func (c *Conn) handleMessage(t *transport, m *protocol.Message) error {
 		c.handleInvocation(t, m)
 	case protocol.TypeStreamItem:
 		id, ok := parseID(m.InvocationID)
+		if !ok {
+			c.log.Debug("signalr stream item for unknown invocation", "invocationId", m.InvocationID)
+			return nil
+		}
 		c.mu.Lock()
 		s := c.streams[id]
 		var cl *call
-		if s == nil && ok {
+		if s == nil {
 			// A stream item for a plain invocation is a server bug; fail the
 			// invocation like the JS client does.
 			if cl = c.calls[id]; cl != nil {
@@ -625,7 +629,6 @@ func (c *Conn) handleMessage(t *transport, m *protocol.Message) error {
 		}
 		c.mu.Unlock()
 		switch {
-		case !ok:
 		case s != nil:
 			s.push(m.Item)
 		case cl != nil:

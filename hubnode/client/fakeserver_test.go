@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -23,7 +24,7 @@ const waitTimeout = 10 * time.Second
 // for skipNegotiation), the handshake and a few canned hub methods. It
 // records what clients sent so tests can check the wire bytes.
 type fakeServer struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 	// url is the hub URL, http://127.0.0.1:port/hub.
 	url string
@@ -43,6 +44,12 @@ type fakeServer struct {
 	refuseNegotiate int
 	// negotiateBody, when set, replaces the negotiate response body.
 	negotiateBody func(n int) string
+	// quiet stops recording client messages (for benchmarks, which would
+	// fill the channels).
+	quiet bool
+	// sink discards every client message unread after the handshake, so a
+	// benchmark measures only the client.
+	sink bool
 
 	connCh chan *fakeConn
 	wg     sync.WaitGroup
@@ -61,7 +68,7 @@ type fakeConn struct {
 	gone chan struct{}
 }
 
-func newFakeServer(t *testing.T) *fakeServer {
+func newFakeServer(t testing.TB) *fakeServer {
 	t.Helper()
 	s := &fakeServer{t: t, tokens: map[string]string{}, connCh: make(chan *fakeConn, 64)}
 	mux := http.NewServeMux()
@@ -135,7 +142,7 @@ func (s *fakeServer) upgrade(w http.ResponseWriter, r *http.Request) {
 		s.seq++
 		id = fmt.Sprintf("skip-%d", s.seq)
 	}
-	hsErr, after := s.handshakeError, s.afterHandshake
+	hsErr, after, quiet, sink := s.handshakeError, s.afterHandshake, s.quiet, s.sink
 	s.mu.Unlock()
 
 	ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
@@ -165,18 +172,31 @@ func (s *fakeServer) upgrade(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	s.connCh <- fc
 
+	for sink {
+		_, r, err := ws.NextReader()
+		if err != nil {
+			return
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return
+		}
+	}
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
 			return
 		}
-		fc.frames <- string(data)
+		if !quiet {
+			fc.frames <- string(data)
+		}
 		err = protocol.SplitRecords(data, func(rec []byte) error {
 			m, err := protocol.DecodeMessage(rec)
 			if err != nil {
 				return err
 			}
-			fc.msgs <- m
+			if !quiet {
+				fc.msgs <- m
+			}
 			s.serve(fc, &m)
 			return nil
 		})

@@ -121,12 +121,19 @@ func (t *transport) encodeArgs(args []any) ([]byte, error) {
 	if cap(t.args.b) > maxRetainedBuffer {
 		t.args.b = nil
 	}
-	t.args.b = t.args.b[:0]
-	if err := t.enc.Encode(args); err != nil {
-		return nil, fmt.Errorf("encoding arguments: %w", err)
+	// Encoding the elements one by one (rather than the slice) avoids
+	// boxing the slice into an interface on every call. Encode ends each
+	// value with a newline, which becomes the separator or the closing
+	// bracket.
+	t.args.b = append(t.args.b[:0], '[')
+	for i, a := range args {
+		if err := t.enc.Encode(a); err != nil {
+			return nil, fmt.Errorf("encoding argument %d: %w", i, err)
+		}
+		t.args.b[len(t.args.b)-1] = ','
 	}
-	b := t.args.b
-	return b[:len(b)-1], nil // Encode appends a newline
+	t.args.b[len(t.args.b)-1] = ']'
+	return t.args.b, nil
 }
 
 // sendInvocation writes an Invocation (or a StreamInvocation when stream is

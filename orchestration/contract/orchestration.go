@@ -144,3 +144,50 @@ type HistoryEvent struct {
 	Payload   json.RawMessage `json:"payload"`
 	Timestamp DateTime        `json:"timestamp"`
 }
+
+// Plan statuses of PlanState.Status (a farm addition, so strings).
+const (
+	PlanStatusCreated   = "created"
+	PlanStatusRunning   = "running"
+	PlanStatusCompleted = "completed"
+	PlanStatusFailed    = "failed"
+	PlanStatusCancelled = "cancelled"
+	PlanStatusTimedOut  = "timedOut"
+)
+
+// Step states of StepState.State.
+const (
+	StepStatePending   = "pending"
+	StepStateQueued    = "queued"
+	StepStateRunning   = "running"
+	StepStateRetrying  = "retrying"
+	StepStateDone      = "done"
+	StepStateFailed    = "failed"
+	StepStateSkipped   = "skipped"
+	StepStateCancelled = "cancelled"
+)
+
+// PlanState is the result of the farm's GetPlan: a stored plan with its
+// live execution state. It is a farm addition (no .NET counterpart), so its
+// status fields are strings (the PlanStatus* and StepState* constants).
+type PlanState struct {
+	Plan            OrchestrationPlan    `json:"plan"`
+	SessionID       string               `json:"sessionId"`
+	Status          string               `json:"status"`
+	Reason          string               `json:"reason"`
+	CreatedAt       DateTime             `json:"createdAt"`
+	StartedAt       DateTime             `json:"startedAt"`
+	FinishedAt      DateTime             `json:"finishedAt"`
+	PercentComplete float64              `json:"percentComplete"`
+	Steps           List[StepState]      `json:"steps"`
+	Result          *OrchestrationResult `json:"result,omitempty"`
+}
+
+// StepState is one step's live state within a PlanState.
+type StepState struct {
+	Order    int         `json:"order"`
+	AgentID  string      `json:"agentId"`
+	State    string      `json:"state"`
+	Attempts int         `json:"attempts"`
+	Result   *StepResult `json:"result,omitempty"`
+}

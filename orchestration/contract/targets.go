@@ -18,4 +18,7 @@ const (
 	TargetToolExecutionCompleted   = "ToolExecutionCompleted"
 	TargetToolApprovalRequired     = "ToolApprovalRequired"
 	TargetAgentMessage             = "AgentMessage"
+	// TargetOrchestrationPlanUpdated (a farm addition) carries the plan after
+	// Adaptive's analysis step replaced its template steps.
+	TargetOrchestrationPlanUpdated = "OrchestrationPlanUpdated"
 )

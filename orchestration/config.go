@@ -1,0 +1,131 @@
+package orchestration
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Config configures an Engine. Zero durations and counts take the defaults
+// documented on each field, except Workers: 0 means "no workers" (an
+// API-only node); [DefaultConfig] sets it to 4.
+type Config struct {
+	// Prefix is put before every Redis key ("hf"). For Redis Cluster every
+	// engine key must hash to one slot: use a hash tag such as "{hf}".
+	Prefix string
+	// NodeID names this node's consumer in the job group; it must be unique
+	// among live nodes (default: hostname-pid-random).
+	NodeID string
+	// Workers is the number of concurrent step runners Start launches
+	// (DefaultConfig: 4; 0 = none, and then no reclaimer or scheduler runs
+	// either: the node only serves the API).
+	Workers int
+	// VisibilityTimeout is how long a delivered job may go without a claim
+	// refresh before another node's reclaimer takes it over (30s).
+	VisibilityTimeout time.Duration
+	// ClaimRefresh is how often a running job refreshes its claim
+	// (VisibilityTimeout/3). Must be below VisibilityTimeout.
+	ClaimRefresh time.Duration
+	// PollInterval is how often a running job checks for cancellation,
+	// plan timeout or a lost claim (250ms): the bound on how fast a step
+	// stops after CancelExecution on any node.
+	PollInterval time.Duration
+	// ReclaimInterval is how often the reclaimer looks for abandoned jobs
+	// (VisibilityTimeout/4, at least 50ms).
+	ReclaimInterval time.Duration
+	// BlockTimeout bounds one blocking read of the job stream (1s); it is
+	// also the worst-case delay for workers to notice Shutdown.
+	BlockTimeout time.Duration
+	// SchedulerInterval is how often due retries are moved back to the job
+	// stream and expired plan deadlines are enforced (100ms).
+	SchedulerInterval time.Duration
+	// MaxAttempts is how many times a step may start before its job is
+	// dead-lettered (3). Worker crashes count as attempts.
+	MaxAttempts int
+	// RetryBackoff is the delay before the second attempt (500ms); it
+	// doubles for each further attempt up to RetryBackoffMax (30s).
+	RetryBackoff    time.Duration
+	RetryBackoffMax time.Duration
+	// StepTimeout, when set, overrides the per-strategy step timeouts of
+	// CONTRACT §7 (5, 10 or 8 minutes) for plans built by this node; a
+	// plan's constraints.stepTimeout overrides both.
+	StepTimeout time.Duration
+	// PlanTimeout is the default plan timeout (30 min); constraints.timeout
+	// (or planTimeout) overrides it per plan.
+	PlanTimeout time.Duration
+	// MaxSteps is the largest maxSteps a request may ask for (50).
+	MaxSteps int
+	// PlanRetention is how long a plan stays readable after it finishes
+	// (or after creation, if it is never executed) (24h).
+	PlanRetention time.Duration
+	// OpTimeout bounds each Redis operation the engine makes on its own
+	// behalf (5s).
+	OpTimeout time.Duration
+	// Now is the clock (time.Now).
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults, with 4 workers and the given node id.
+func DefaultConfig(nodeID string) Config {
+	c := Config{NodeID: nodeID, Workers: 4}
+	c.fill()
+	return c
+}
+
+func (c *Config) fill() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.Prefix == "" {
+		c.Prefix = "hf"
+	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		c.NodeID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	}
+	def(&c.VisibilityTimeout, 30*time.Second)
+	def(&c.ClaimRefresh, c.VisibilityTimeout/3)
+	def(&c.PollInterval, 250*time.Millisecond)
+	def(&c.ReclaimInterval, max(c.VisibilityTimeout/4, 50*time.Millisecond))
+	def(&c.BlockTimeout, time.Second)
+	def(&c.SchedulerInterval, 100*time.Millisecond)
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	def(&c.RetryBackoff, 500*time.Millisecond)
+	def(&c.RetryBackoffMax, 30*time.Second)
+	def(&c.PlanTimeout, 30*time.Minute)
+	if c.MaxSteps <= 0 {
+		c.MaxSteps = 50
+	}
+	def(&c.PlanRetention, 24*time.Hour)
+	def(&c.OpTimeout, 5*time.Second)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Workers < 0:
+		return fmt.Errorf("orchestration: Workers must not be negative (got %d)", c.Workers)
+	case c.ClaimRefresh >= c.VisibilityTimeout:
+		return fmt.Errorf("orchestration: ClaimRefresh (%v) must be below VisibilityTimeout (%v)", c.ClaimRefresh, c.VisibilityTimeout)
+	case c.BlockTimeout < time.Millisecond:
+		return fmt.Errorf("orchestration: BlockTimeout must be at least 1ms")
+	}
+	return nil
+}
+
+// backoff returns the delay before attempt n+1 after attempt n failed.
+func (c *Config) backoff(n int) time.Duration {
+	d := c.RetryBackoff
+	for i := 1; i < n && d < c.RetryBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, c.RetryBackoffMax)
+}

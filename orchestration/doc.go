@@ -1,0 +1,41 @@
+// Package orchestration is hubfarm's orchestration engine: it builds
+// multi-agent plans (Sequential, Parallel, Adaptive, RoundRobin), stores them
+// farm-wide in Redis and runs their steps as jobs on a Redis stream read by a
+// consumer group of workers, one group shared by every node.
+//
+// The engine never imports the hub or the backplane. It reaches the outside
+// through three small interfaces defined here: [Sessions] (session existence
+// and the session event channel), [AgentCatalog] / [Agent] (who runs a step)
+// and, optionally, [SessionAuthorizer].
+//
+// # Keys (all under Config.Prefix, "hf" by default)
+//
+//	P:plan:<id>          hash: plan JSON, status, session, callers, per-step state and results (TTL)
+//	P:jobs               stream + consumer group "workers": one entry per runnable step
+//	P:jobs:dead          stream (capped): jobs that exhausted their attempts
+//	P:jobs:delayed       sorted set: retries waiting for their back-off, scored by due time
+//	P:plans:deadlines    sorted set: running plans scored by their plan deadline
+//
+// # Guarantees
+//
+//   - A hub call (CreatePlan, ExecutePlan, SendOrchestrationMessage,
+//     CancelExecution) returns once its effect is durable in Redis; execution
+//     happens on whichever node's worker takes the job.
+//   - Jobs are delivered at least once. A step's result is recorded at most
+//     once, atomically, by a Lua script that also checks that the recording
+//     delivery still owns the step; only that delivery sends the step's
+//     callbacks, and the steps that became runnable are enqueued after those
+//     callbacks were sent, so per plan the callbacks of a chain arrive in step
+//     order and OrchestrationCompleted is the last event of the plan.
+//   - A job whose worker dies is reclaimed (XAUTOCLAIM) after
+//     Config.VisibilityTimeout and runs again; a running job refreshes its
+//     claim every Config.ClaimRefresh. Every start of a step counts as an
+//     attempt; after Config.MaxAttempts the job goes to the dead-letter stream
+//     and its step fails.
+//   - Callbacks are sent once. The one exception is a worker that dies after
+//     recording a step and before marking its callbacks sent (a window of one
+//     Redis round trip): the redelivered job sends them again rather than
+//     lose them. A step's start progress is sent at most once.
+//   - Cancellation and plan timeouts are recorded atomically at once; running
+//     steps notice within Config.PollInterval (on any node) and stop.
+package orchestration

@@ -1,0 +1,222 @@
+package orchestration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// groupName is the consumer group every node's workers join.
+const groupName = "workers"
+
+// keys are the engine's Redis keys.
+type keys struct {
+	prefix, jobs, dead, delayed, deadlines string
+}
+
+func newKeys(prefix string) keys {
+	return keys{prefix: prefix, jobs: prefix + ":jobs", dead: prefix + ":jobs:dead",
+		delayed: prefix + ":jobs:delayed", deadlines: prefix + ":plans:deadlines"}
+}
+
+func (k keys) plan(id string) string { return k.prefix + ":plan:" + id }
+
+// Stats are counters of this node's engine since New.
+type Stats struct {
+	StepsStarted   int64 // step attempts this node's workers started
+	StepsSucceeded int64 // step results recorded as success
+	StepsFailed    int64 // step results recorded as failure
+	Retries        int64 // attempts scheduled after a failure
+	Reclaimed      int64 // jobs taken over from another consumer
+	DeadLettered   int64 // jobs moved to the dead-letter stream
+	Released       int64 // jobs given back at shutdown
+	Duplicates     int64 // deliveries dropped because the step was already recorded or taken over
+}
+
+type counters struct {
+	started, succeeded, failed, retries, reclaimed, dead, released, dups atomic.Int64
+}
+
+// Engine builds and runs orchestration plans. Create it with New; call
+// Start to run workers on this node and Shutdown to stop them. The
+// hub-facing methods (CreatePlan, ExecutePlan, SendOrchestrationMessage,
+// CancelExecution, GetPlan) work without Start. All methods are safe for
+// concurrent use.
+type Engine struct {
+	cfg      Config
+	rdb      redis.UniversalClient
+	sessions Sessions
+	authz    SessionAuthorizer
+	agents   AgentCatalog
+	log      *slog.Logger
+	keys     keys
+	sc       scripts
+	stats    counters
+
+	mu         sync.Mutex
+	started    bool
+	stopped    bool
+	base       context.Context    // Start's context without its cancellation: for Redis operations
+	takeCtx    context.Context    // done when workers must stop taking jobs
+	stopTaking context.CancelFunc //
+	runCtx     context.Context    // done when running jobs must be abandoned (released)
+	stopRun    context.CancelFunc //
+	wg         sync.WaitGroup     // every background goroutine
+	reclaimed  chan redis.XMessage
+	crashed    atomic.Bool // test hook: behave as if the process died
+}
+
+// New returns an engine. cfg's zero fields take their defaults (see
+// Config); rdb, sessions and agents are required; a nil logger discards.
+func New(cfg Config, rdb redis.UniversalClient, sessions Sessions, agents AgentCatalog, logger *slog.Logger) (*Engine, error) {
+	if rdb == nil || sessions == nil || agents == nil {
+		return nil, errors.New("orchestration: New needs a Redis client, a Sessions and an AgentCatalog")
+	}
+	cfg.fill()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{
+		cfg: cfg, rdb: rdb, sessions: sessions, agents: agents,
+		log:  logger.With("component", "orchestration", "node", cfg.NodeID),
+		keys: newKeys(cfg.Prefix), sc: newScripts(),
+	}
+	e.authz, _ = sessions.(SessionAuthorizer)
+	return e, nil
+}
+
+// Config returns the effective configuration (defaults filled in).
+func (e *Engine) Config() Config { return e.cfg }
+
+// Stats returns this node's counters.
+func (e *Engine) Stats() Stats {
+	s := &e.stats
+	return Stats{StepsStarted: s.started.Load(), StepsSucceeded: s.succeeded.Load(), StepsFailed: s.failed.Load(),
+		Retries: s.retries.Load(), Reclaimed: s.reclaimed.Load(), DeadLettered: s.dead.Load(),
+		Released: s.released.Load(), Duplicates: s.dups.Load()}
+}
+
+// Start creates the job stream's consumer group if needed and starts
+// cfg.Workers workers, the reclaimer and the scheduler (none of them when
+// Workers is 0). ctx's values are kept for Redis calls; its cancellation is
+// ignored: stop the engine with Shutdown. Start may be called once.
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started {
+		return errors.New("orchestration: Start called twice")
+	}
+	if err := e.ensureGroup(ctx); err != nil {
+		return err
+	}
+	e.started = true
+	e.base = context.WithoutCancel(ctx)
+	e.takeCtx, e.stopTaking = context.WithCancel(e.base)
+	e.runCtx, e.stopRun = context.WithCancel(e.base)
+	if e.cfg.Workers == 0 {
+		return nil
+	}
+	e.reclaimed = make(chan redis.XMessage, e.cfg.Workers)
+	for i := range e.cfg.Workers {
+		e.wg.Go(func() { e.workerLoop(i) })
+	}
+	e.wg.Go(e.reclaimLoop)
+	e.wg.Go(e.scheduleLoop)
+	e.log.Info("orchestration engine started", "workers", e.cfg.Workers)
+	return nil
+}
+
+// ensureGroup creates the job stream and its consumer group. The group
+// starts at the stream's beginning so jobs added before any worker existed
+// are not missed.
+func (e *Engine) ensureGroup(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
+	defer cancel()
+	err := e.rdb.XGroupCreateMkStream(ctx, e.keys.jobs, groupName, "0").Err()
+	if err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("orchestration: create consumer group: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the engine in this order: (1) workers stop taking new jobs
+// (a worker blocked reading the stream notices within Config.BlockTimeout),
+// the reclaimer and the scheduler stop; (2) running steps may finish and
+// send their callbacks until ctx is done; (3) if ctx ends first, the steps
+// still running are cancelled and their jobs released — put back on the
+// stream, attempt not counted — so another node takes them at once;
+// (4) Shutdown returns once every goroutine has exited: ctx.Err() if jobs
+// had to be released, else nil. Jobs reclaimed but not yet started stay
+// pending and are reclaimed by another node after the visibility timeout.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	if !e.started || e.stopped {
+		e.mu.Unlock()
+		return nil
+	}
+	e.stopped = true
+	e.mu.Unlock()
+	e.stopTaking()
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		e.stopRun()
+		e.log.Info("orchestration engine stopped")
+		return nil
+	case <-ctx.Done():
+		e.stopRun()
+		<-done
+		e.log.Warn("orchestration engine stopped; running jobs were released", "cause", ctx.Err())
+		return ctx.Err()
+	}
+}
+
+// crash makes the engine behave as if its process died: loops exit, running
+// steps stop without writing anything (no record, no ack, no release). It
+// is a test hook for crash recovery.
+func (e *Engine) crash() {
+	e.crashed.Store(true)
+	e.mu.Lock()
+	e.stopped = true
+	e.mu.Unlock()
+	e.stopTaking()
+	e.stopRun()
+	e.wg.Wait()
+}
+
+// op returns a context for one Redis operation made on the engine's own
+// behalf (not bound to a hub call).
+func (e *Engine) op() (context.Context, context.CancelFunc) {
+	base := e.base
+	if base == nil {
+		base = context.Background()
+	}
+	return context.WithTimeout(base, e.cfg.OpTimeout)
+}
+
+// nowMs is the clock in Unix milliseconds, the unit of every time kept in
+// Redis.
+func (e *Engine) nowMs() int64 { return e.cfg.Now().UnixMilli() }
+
+// sleep waits d or until ctx is done; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,335 @@
+package orchestration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/orchestratorchat/hubfarm/orchestration/contract"
+	"github.com/redis/go-redis/v9"
+)
+
+// backend names one Redis implementation the tests run against.
+type backend struct {
+	name      string
+	newClient func() redis.UniversalClient
+}
+
+// backends runs fn against a real redis-server and against miniredis.
+// TODO: switch to internal/testredis.Backends once it lands.
+func backends(t *testing.T, fn func(t *testing.T, b backend)) {
+	t.Helper()
+	t.Run("redis", func(t *testing.T) {
+		addr := startRedisServer(t)
+		fn(t, backend{"redis", func() redis.UniversalClient { return newClient(t, addr) }})
+	})
+	t.Run("miniredis", func(t *testing.T) {
+		m := miniredis.RunT(t)
+		fn(t, backend{"miniredis", func() redis.UniversalClient { return newClient(t, m.Addr()) }})
+	})
+}
+
+func newClient(t *testing.T, addr string) redis.UniversalClient {
+	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// startRedisServer runs a throwaway redis-server on a free port.
+func startRedisServer(t testing.TB) string {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not on PATH")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(path, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("redis-server did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return addr
+}
+
+// event is one recorded Emit call.
+type event struct {
+	Session string
+	Caller  Caller
+	Target  string
+	Payload any
+	JSON    string
+	At      time.Time
+}
+
+// fakeSessions is the test double of the session store boundary.
+type fakeSessions struct {
+	mu      sync.Mutex
+	known   map[string]bool
+	forbid  map[string]bool // users that may not use any session
+	events  []event
+	noJSON  bool // skip encoding (benchmarks)
+	onEmit  func(event)
+	failing int // fail this many Emit calls
+}
+
+func newFakeSessions(ids ...string) *fakeSessions {
+	f := &fakeSessions{known: map[string]bool{}, forbid: map[string]bool{}}
+	for _, id := range ids {
+		f.known[id] = true
+	}
+	return f
+}
+
+func (f *fakeSessions) Exists(_ context.Context, id string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.known[id], nil
+}
+
+func (f *fakeSessions) CanUse(_ context.Context, _ string, c Caller) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.forbid[c.User], nil
+}
+
+func (f *fakeSessions) Emit(_ context.Context, session string, caller Caller, target string, payload any) error {
+	ev := event{Session: session, Caller: caller, Target: target, Payload: payload, At: time.Now()}
+	if !f.noJSON {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(b), "null") {
+			return fmt.Errorf("payload of %s contains null: %s", target, b)
+		}
+		ev.JSON = string(b)
+	}
+	f.mu.Lock()
+	if f.failing > 0 {
+		f.failing--
+		f.mu.Unlock()
+		return fmt.Errorf("emit failed (test)")
+	}
+	f.events = append(f.events, ev)
+	hook := f.onEmit
+	f.mu.Unlock()
+	if hook != nil {
+		hook(ev)
+	}
+	return nil
+}
+
+// planEvents returns the events of one plan, in emit order.
+func (f *fakeSessions) planEvents(planID string) []event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []event
+	for _, ev := range f.events {
+		if eventPlan(ev) == planID {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (f *fakeSessions) sessionEvents(session, target string) []event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []event
+	for _, ev := range f.events {
+		if ev.Session == session && (target == "" || ev.Target == target) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func eventPlan(ev event) string {
+	switch p := ev.Payload.(type) {
+	case contract.OrchestrationPlan:
+		return p.ID
+	case contract.OrchestrationProgress:
+		return p.PlanID
+	case contract.StepCompletedEvent:
+		return p.PlanID
+	case contract.OrchestrationResult:
+		return p.PlanID
+	}
+	return ""
+}
+
+// describe renders a plan's events compactly for sequence assertions:
+// "created", "start:2", "step:2", "end:2", "done:3@100", "completed", "updated".
+func describe(evs []event) []string {
+	var out []string
+	started := map[int]bool{}
+	for _, ev := range evs {
+		switch p := ev.Payload.(type) {
+		case contract.OrchestrationPlan:
+			if ev.Target == contract.TargetOrchestrationPlanUpdated {
+				out = append(out, "updated")
+			} else {
+				out = append(out, "created")
+			}
+		case contract.OrchestrationProgress:
+			switch {
+			case p.PercentComplete == 100:
+				out = append(out, fmt.Sprintf("final:%d", p.CurrentStep))
+			case !started[p.CurrentStep]:
+				started[p.CurrentStep] = true
+				out = append(out, fmt.Sprintf("start:%d", p.CurrentStep))
+			default:
+				out = append(out, fmt.Sprintf("end:%d", p.CurrentStep))
+			}
+		case contract.StepCompletedEvent:
+			out = append(out, fmt.Sprintf("step:%d", p.Order))
+		case contract.OrchestrationResult:
+			out = append(out, "completed")
+		}
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testConfig is a Config with short intervals, for fast tests.
+func testConfig(node string, workers int) Config {
+	return Config{
+		Prefix: "t", NodeID: node, Workers: workers,
+		VisibilityTimeout: time.Second, ClaimRefresh: 200 * time.Millisecond,
+		PollInterval: 50 * time.Millisecond, ReclaimInterval: 100 * time.Millisecond,
+		BlockTimeout: 100 * time.Millisecond, SchedulerInterval: 20 * time.Millisecond,
+		RetryBackoff: 20 * time.Millisecond, RetryBackoffMax: 100 * time.Millisecond,
+	}
+}
+
+// env is one farm under test: a Redis, a session store double, an agent
+// catalog and one or more engines (nodes).
+type env struct {
+	t        *testing.T
+	b        backend
+	rdb      redis.UniversalClient
+	sessions *fakeSessions
+	catalog  *MemoryCatalog
+	engines  []*Engine
+}
+
+const testSession = "s1"
+
+var testCaller = Caller{ConnectionID: "c1", User: "u1"}
+
+func newEnv(t *testing.T, b backend, agents map[string]Agent) *env {
+	v := &env{t: t, b: b, rdb: b.newClient(), sessions: newFakeSessions(testSession), catalog: NewMemoryCatalog()}
+	for id, a := range agents {
+		v.catalog.Add(contract.AgentInfo{ID: id, Name: id}, a)
+	}
+	// Registered first, so it runs after every node's Shutdown: no engine
+	// goroutine may survive them.
+	t.Cleanup(func() {
+		waitFor(t, 2*time.Second, "engine goroutines to exit", func() bool { return engineGoroutines() == 0 })
+	})
+	return v
+}
+
+// node starts an engine on the env's Redis; catalog nil = the env's.
+func (v *env) node(cfg Config, catalog AgentCatalog) *Engine {
+	v.t.Helper()
+	if catalog == nil {
+		catalog = v.catalog
+	}
+	e, err := New(cfg, v.rdb, v.sessions, catalog, nil)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		v.t.Fatal(err)
+	}
+	v.engines = append(v.engines, e)
+	v.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Shutdown(ctx)
+	})
+	return e
+}
+
+// engineGoroutines counts goroutines running engine code.
+func engineGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "orchestration.(*Engine).") || strings.Contains(g, "orchestration.(*keepalive).") {
+			n++
+		}
+	}
+	return n
+}
+
+// run creates and executes a plan and waits for its OrchestrationCompleted.
+func (v *env) run(e *Engine, req contract.CreatePlanRequest) (contract.OrchestrationPlan, contract.OrchestrationResult) {
+	v.t.Helper()
+	plan, err := e.CreatePlan(context.Background(), testCaller, req)
+	if err != nil {
+		v.t.Fatalf("CreatePlan: %v", err)
+	}
+	if err := e.ExecutePlan(context.Background(), testCaller, plan.ID); err != nil {
+		v.t.Fatalf("ExecutePlan: %v", err)
+	}
+	return plan, v.await(plan.ID, 20*time.Second)
+}
+
+// await waits for the plan's OrchestrationCompleted and returns it.
+func (v *env) await(planID string, timeout time.Duration) contract.OrchestrationResult {
+	v.t.Helper()
+	var res contract.OrchestrationResult
+	waitFor(v.t, timeout, "OrchestrationCompleted of "+planID, func() bool {
+		for _, ev := range v.sessions.planEvents(planID) {
+			if r, ok := ev.Payload.(contract.OrchestrationResult); ok {
+				res = r
+				return true
+			}
+		}
+		return false
+	})
+	return res
+}
+
+func request(strategy contract.OrchestrationStrategy, maxSteps int, agents ...string) contract.CreatePlanRequest {
+	r := contract.NewCreatePlanRequest(testSession, "write a haiku", strategy, agents)
+	r.MaxSteps = maxSteps
+	return r
+}

@@ -1,0 +1,73 @@
+package orchestration
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// schedulerBatch bounds the work of one scheduler tick.
+const schedulerBatch = 100
+
+// scheduleLoop moves due retries from the delayed set to the job stream and
+// enforces plan deadlines. Every node with workers runs it; the Lua
+// scripts make concurrent runs harmless (a retry is moved once, a plan is
+// timed out once).
+func (e *Engine) scheduleLoop() {
+	t := time.NewTicker(e.cfg.SchedulerInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.takeCtx.Done():
+			return
+		case <-t.C:
+		}
+		if e.crashed.Load() {
+			continue
+		}
+		e.promoteRetries()
+		e.expirePlans()
+	}
+}
+
+func (e *Engine) promoteRetries() {
+	ctx, cancel := e.op()
+	defer cancel()
+	err := e.sc.promote.Run(ctx, e.rdb, []string{e.keys.delayed, e.keys.jobs}, e.nowMs(), schedulerBatch).Err()
+	if err != nil {
+		e.log.Warn("promote retries", "err", err)
+	}
+}
+
+func (e *Engine) expirePlans() {
+	ctx, cancel := e.op()
+	defer cancel()
+	ids, err := e.rdb.ZRangeByScore(ctx, e.keys.deadlines, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(e.nowMs(), 10), Count: schedulerBatch}).Result()
+	if err != nil {
+		e.log.Warn("read plan deadlines", "err", err)
+		return
+	}
+	for _, id := range ids {
+		info, err := e.planInfo(ctx, id)
+		if err != nil {
+			// The plan is gone (expired or deleted): drop its deadline.
+			e.rdb.ZRem(ctx, e.keys.deadlines, id)
+			continue
+		}
+		reason := fmt.Sprintf("Orchestration timed out after %v", info.timeout)
+		res, err := e.abort(ctx, id, planTimedOut, reason, true)
+		if err != nil {
+			e.log.Warn("time out plan", "plan", id, "err", err)
+			continue
+		}
+		switch res {
+		case "ok":
+			e.log.Info("plan timed out", "plan", id, "timeout", info.timeout)
+		case "gone", "terminal":
+			e.rdb.ZRem(ctx, e.keys.deadlines, id)
+		}
+	}
+}

@@ -1,0 +1,313 @@
+package orchestration
+
+import "github.com/redis/go-redis/v9"
+
+// Step states kept in the plan hash (field s:<order>:state).
+const (
+	statePending   = "pending"   // waiting for dependencies
+	stateQueued    = "queued"    // a job for it is in the stream
+	stateRunning   = "running"   // a worker runs it (s:<order>:owner)
+	stateRetrying  = "retrying"  // failed; its next attempt waits in the delayed set
+	stateDone      = "done"      // succeeded (terminal)
+	stateFailed    = "failed"    // failed (terminal)
+	stateSkipped   = "skipped"   // never ran to completion because of another step or the plan (terminal)
+	stateCancelled = "cancelled" // was running or retrying when the plan was cancelled or timed out (terminal)
+)
+
+// Plan statuses kept in the plan hash (field status).
+const (
+	planCreated   = "created"
+	planRunning   = "running"
+	planCompleted = "completed"
+	planFailed    = "failed"
+	planCancelled = "cancelled"
+	planTimedOut  = "timedOut"
+)
+
+// luaCommon is prepended to every script.
+const luaCommon = `
+local function isterm(s) return s == 'done' or s == 'failed' or s == 'skipped' or s == 'cancelled' end
+local function completion(plan)
+  local v = redis.call('HMGET', plan, 'status', 'need', 'notified')
+  if v[1] and v[1] ~= 'running' and v[1] ~= 'created' and tonumber(v[3] or '0') >= tonumber(v[2] or '0') then
+    if redis.call('HSETNX', plan, 'completionSent', '1') == 1 then return 'complete' end
+  end
+  return 'ok'
+end
+`
+
+// scripts holds the engine's Lua scripts. Every change of plan state is one
+// of them, so that each is atomic across nodes.
+type scripts struct {
+	execute, start, record, notify, retry, promote, abort, keepalive, release, complete *redis.Script
+}
+
+func newScripts() scripts {
+	s := func(src string) *redis.Script { return redis.NewScript(luaCommon + src) }
+	return scripts{
+		// execute: created → running; enqueue the steps without dependencies.
+		// KEYS plan, jobs, deadlines. ARGV now, xconn, xuser, deadline, planID, ttl.
+		execute: s(`
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'gone'} end
+if st ~= 'created' then return {'conflict', st} end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1], 'xconn', ARGV[2], 'xuser', ARGV[3], 'deadline', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+for j = 1, total do
+  local q = 's:' .. j .. ':'
+  if redis.call('HGET', KEYS[1], q .. 'left') == '0' then
+    redis.call('HSET', KEYS[1], q .. 'state', 'queued')
+    redis.call('XADD', KEYS[2], '*', 'plan', ARGV[5], 'step', tostring(j), 'attempt', '1')
+  end
+end
+return {'ok'}`),
+
+		// start: a delivery wants to run a step. Counts the attempt, takes
+		// ownership and returns what the step needs.
+		// KEYS plan. ARGV step, owner, now, maxAttempts.
+		start: s(`
+local k = ARGV[1]
+local p = 's:' .. k .. ':'
+local v = redis.call('HMGET', KEYS[1], 'status', p .. 'state', p .. 'by', p .. 'notified')
+if not v[1] or not v[2] then return {'gone'} end
+if isterm(v[2]) then
+  if v[3] == 'w' and not v[4] then return {'renotify'} end
+  return {'dup'}
+end
+if v[1] ~= 'running' then return {'stale'} end
+local attempts = redis.call('HINCRBY', KEYS[1], p .. 'attempts', 1)
+redis.call('HSET', KEYS[1], p .. 'state', 'running', p .. 'owner', ARGV[2])
+if attempts > tonumber(ARGV[4]) then return {'exhausted', tostring(attempts - 1), redis.call('HGET', KEYS[1], p .. 'err') or ''} end
+local first = redis.call('HSETNX', KEYS[1], p .. 'startedAt', ARGV[3])
+local f = redis.call('HMGET', KEYS[1], p .. 'def', p .. 'deps', p .. 'startedAt', 'started', 'terminal', 'total', 'plan', 'session', 'xconn', 'xuser')
+local out = {'run', tostring(attempts), tostring(first), f[1] or '', f[3] or '', f[4] or '0', f[5] or '0', f[6] or '0', f[7] or '', f[8] or '', f[9] or '', f[10] or ''}
+if f[2] and f[2] ~= '' then
+  for d in string.gmatch(f[2], '[^,]+') do
+    out[#out + 1] = d
+    out[#out + 1] = redis.call('HGET', KEYS[1], 's:' .. d .. ':out') or ''
+  end
+end
+return out`),
+
+		// record: the owner of a running step records its outcome, at most
+		// once. It applies an Adaptive replacement, dead-letters, releases
+		// or skips dependants per strategy, and finishes the plan when every
+		// step is terminal.
+		// KEYS plan, dead, deadlines. ARGV step, owner, now, ok, result,
+		// output, dead, error, planID, retention, reason, attempt, nrepl,
+		// then nrepl field/value pairs.
+		record: s(`
+local k = ARGV[1]
+local p = 's:' .. k .. ':'
+local v = redis.call('HMGET', KEYS[1], 'status', p .. 'state', p .. 'owner')
+if not v[1] or not v[2] then return {'gone'} end
+if isterm(v[2]) then return {'dup'} end
+if v[1] ~= 'running' then return {'stale'} end
+if v[3] ~= ARGV[2] then return {'lost'} end
+local nrepl = tonumber(ARGV[13])
+if nrepl > 0 then
+  local old = tonumber(redis.call('HGET', KEYS[1], 'total'))
+  for j = 2, old do
+    local q = 's:' .. j .. ':'
+    redis.call('HDEL', KEYS[1], q .. 'def', q .. 'deps', q .. 'next', q .. 'left', q .. 'state')
+  end
+  local i = 14
+  for _ = 1, nrepl do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  redis.call('HSET', KEYS[1], 'replaced', '1')
+end
+local ok = ARGV[4] == '1'
+local st = 'failed'
+if ok then st = 'done' end
+redis.call('HSET', KEYS[1], p .. 'state', st, p .. 'result', ARGV[5], p .. 'out', ARGV[6], p .. 'by', 'w', p .. 'finished', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'need', 1)
+if ARGV[7] == '1' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'plan', ARGV[9], 'step', k, 'attempt', ARGV[12], 'error', ARGV[8], 'at', ARGV[3])
+end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+local terminal = redis.call('HINCRBY', KEYS[1], 'terminal', 1)
+local release = {}
+local finish = false
+if ok then
+  local nx = redis.call('HGET', KEYS[1], p .. 'next')
+  if nx then
+    for d in string.gmatch(nx, '[^,]+') do
+      local q = 's:' .. d .. ':'
+      local left = redis.call('HINCRBY', KEYS[1], q .. 'left', -1)
+      if left == 0 and redis.call('HGET', KEYS[1], q .. 'state') == 'pending' then
+        redis.call('HSET', KEYS[1], q .. 'state', 'queued')
+        release[#release + 1] = d
+      end
+    end
+  end
+else
+  redis.call('HINCRBY', KEYS[1], 'failedSteps', 1)
+  redis.call('HSETNX', KEYS[1], 'reason', ARGV[11])
+  if redis.call('HGET', KEYS[1], 'stop') == '1' then
+    for j = 1, total do
+      local q = 's:' .. j .. ':'
+      if not isterm(redis.call('HGET', KEYS[1], q .. 'state')) then
+        redis.call('HSET', KEYS[1], q .. 'state', 'skipped')
+        terminal = terminal + 1
+      end
+    end
+    finish = true
+  else
+    local queue = {k}
+    local h = 1
+    while h <= #queue do
+      local nx = redis.call('HGET', KEYS[1], 's:' .. queue[h] .. ':next')
+      h = h + 1
+      if nx then
+        for d in string.gmatch(nx, '[^,]+') do
+          local q = 's:' .. d .. ':'
+          local ds = redis.call('HGET', KEYS[1], q .. 'state')
+          if ds and not isterm(ds) then
+            redis.call('HSET', KEYS[1], q .. 'state', 'skipped')
+            terminal = terminal + 1
+            queue[#queue + 1] = d
+          end
+        end
+      end
+    end
+  end
+  redis.call('HSET', KEYS[1], 'terminal', terminal)
+end
+if terminal >= total then finish = true end
+local status = ''
+if finish then
+  status = 'completed'
+  if tonumber(redis.call('HGET', KEYS[1], 'failedSteps') or '0') > 0 then status = 'failed' end
+  redis.call('HSET', KEYS[1], 'status', status, 'finished', ARGV[3], 'finishedBy', k)
+  redis.call('ZREM', KEYS[3], ARGV[9])
+  redis.call('PEXPIRE', KEYS[1], ARGV[10])
+end
+redis.call('HSET', KEYS[1], p .. 'release', table.concat(release, ','))
+return {'recorded', tostring(terminal), tostring(total), status}`),
+
+		// notify: the step's callbacks were sent; enqueue the steps it
+		// released, acknowledge its job and say whether the plan's
+		// completion is now due (and claim sending it).
+		// KEYS plan, jobs. ARGV step, msgID ('' = none), group, planID.
+		notify: s(`
+local k = ARGV[1]
+local p = 's:' .. k .. ':'
+if ARGV[2] ~= '' then
+  redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+if redis.call('HSETNX', KEYS[1], p .. 'notified', '1') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'notified', 1)
+  local rel = redis.call('HGET', KEYS[1], p .. 'release')
+  if rel and redis.call('HGET', KEYS[1], 'status') == 'running' then
+    for d in string.gmatch(rel, '[^,]+') do
+      if redis.call('HGET', KEYS[1], 's:' .. d .. ':state') == 'queued' then
+        redis.call('XADD', KEYS[2], '*', 'plan', ARGV[4], 'step', d, 'attempt', '1')
+      end
+    end
+  end
+end
+return completion(KEYS[1])`),
+
+		// retry: park a failed step's next attempt in the delayed set and
+		// acknowledge the failed job.
+		// KEYS plan, jobs, delayed. ARGV step, owner, msgID, group, due, member, error.
+		retry: s(`
+local p = 's:' .. ARGV[1] .. ':'
+local v = redis.call('HMGET', KEYS[1], 'status', p .. 'state', p .. 'owner')
+if v[2] == 'running' and v[3] ~= ARGV[2] then return 'lost' end
+redis.call('XACK', KEYS[2], ARGV[4], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
+if v[1] ~= 'running' or v[2] ~= 'running' then return 'stale' end
+redis.call('HSET', KEYS[1], p .. 'state', 'retrying', p .. 'err', ARGV[7])
+redis.call('HDEL', KEYS[1], p .. 'owner')
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+return 'ok'`),
+
+		// promote: move due retries to the job stream.
+		// KEYS delayed, jobs. ARGV now, limit.
+		promote: s(`
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  local plan, step, attempt = string.match(m, '^(.*)|(%d+)|(%d+)$')
+  if plan then redis.call('XADD', KEYS[2], '*', 'plan', plan, 'step', step, 'attempt', attempt) end
+end
+return #due`),
+
+		// abort: cancel or time out a plan at once. Running and retrying
+		// steps become cancelled (their ids are returned so the caller can
+		// send their results); the others are skipped. The caller's
+		// callbacks count as one pending notification, so the completion
+		// cannot be sent before them.
+		// KEYS plan, deadlines. ARGV now, status, reason, planID, retention, onlyIfDue.
+		abort: s(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'total', 'deadline')
+if not v[1] then return {'gone'} end
+if v[1] ~= 'running' and v[1] ~= 'created' then return {'terminal', v[1]} end
+if ARGV[6] == '1' and (v[1] ~= 'running' or tonumber(v[3] or '0') > tonumber(ARGV[1])) then return {'notdue'} end
+local out = {'ok', v[1]}
+for j = 1, tonumber(v[2]) do
+  local q = 's:' .. j .. ':'
+  local s = redis.call('HGET', KEYS[1], q .. 'state')
+  if s == 'running' or s == 'retrying' then
+    redis.call('HSET', KEYS[1], q .. 'state', 'cancelled', q .. 'by', 'x', q .. 'finished', ARGV[1])
+    out[#out + 1] = tostring(j)
+  elseif s and not isterm(s) then
+    redis.call('HSET', KEYS[1], q .. 'state', 'skipped')
+  end
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished', ARGV[1], 'reason', ARGV[3], 'terminal', v[2], 'finishedBy', '')
+redis.call('HINCRBY', KEYS[1], 'need', 1)
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return out`),
+
+		// keepalive: while a step runs, refresh its claim and report whether
+		// it should stop ('stop': plan or step no longer running; 'lost':
+		// another delivery owns it now). claimOnly skips the stop check (used
+		// after the agent returned, while callbacks are sent).
+		// KEYS plan, jobs. ARGV step, owner, group, consumer, msgID, claim, claimOnly.
+		keepalive: s(`
+local p = 's:' .. ARGV[1] .. ':'
+local v = redis.call('HMGET', KEYS[1], 'status', p .. 'state', p .. 'owner')
+if not v[1] then return 'gone' end
+if v[3] ~= ARGV[2] then return 'lost' end
+if ARGV[7] ~= '1' and (v[1] ~= 'running' or v[2] ~= 'running') then return 'stop' end
+if ARGV[6] == '1' then redis.call('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[5], 'JUSTID') end
+return 'ok'`),
+
+		// release: give a job back on shutdown. A step this delivery was
+		// running goes back to queued (the attempt is not counted); the job
+		// is re-added at the stream's end for any node to take, unless
+		// another delivery owns the step or the plan no longer runs.
+		// KEYS plan, jobs. ARGV step, owner, msgID, group, planID, attempt.
+		release: s(`
+local p = 's:' .. ARGV[1] .. ':'
+local v = redis.call('HMGET', KEYS[1], 'status', p .. 'state', p .. 'owner')
+if v[2] == 'running' and v[3] ~= ARGV[2] then return 'lost' end
+redis.call('XACK', KEYS[2], ARGV[4], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
+if v[1] ~= 'running' or isterm(v[2] or 'done') then return 'stale' end
+if v[2] == 'running' and v[3] == ARGV[2] then
+  redis.call('HSET', KEYS[1], p .. 'state', 'queued')
+  redis.call('HDEL', KEYS[1], p .. 'owner')
+  redis.call('HINCRBY', KEYS[1], p .. 'attempts', -1)
+end
+redis.call('XADD', KEYS[2], '*', 'plan', ARGV[5], 'step', ARGV[1], 'attempt', ARGV[6])
+return 'ok'`),
+
+		// complete: an abort's callbacks were sent (abort counted them as
+		// one pending notification); say whether the completion is due (and
+		// claim sending it). KEYS plan.
+		complete: s(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+redis.call('HINCRBY', KEYS[1], 'notified', 1)
+return completion(KEYS[1])`),
+	}
+}

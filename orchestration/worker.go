@@ -1,0 +1,549 @@
+package orchestration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/orchestratorchat/hubfarm/orchestration/contract"
+	"github.com/redis/go-redis/v9"
+)
+
+// job is one entry of the job stream: run one step of one plan.
+type job struct {
+	msgID   string
+	planID  string
+	step    int
+	attempt int // as enqueued; the plan hash keeps the authoritative count
+}
+
+func parseJob(m redis.XMessage) (job, error) {
+	j := job{msgID: m.ID}
+	j.planID, _ = m.Values["plan"].(string)
+	s, _ := m.Values["step"].(string)
+	a, _ := m.Values["attempt"].(string)
+	var err error
+	if j.step, err = strconv.Atoi(s); err != nil || j.planID == "" {
+		return j, fmt.Errorf("malformed job %s: %v", m.ID, m.Values)
+	}
+	j.attempt, _ = strconv.Atoi(a)
+	return j, nil
+}
+
+// workerLoop takes jobs (reclaimed ones first) until Shutdown.
+func (e *Engine) workerLoop(int) {
+	for e.takeCtx.Err() == nil {
+		select {
+		case m := <-e.reclaimed:
+			e.handle(m)
+			continue
+		default:
+		}
+		ctx, cancel := context.WithTimeout(e.base, e.cfg.BlockTimeout+e.cfg.OpTimeout)
+		streams, err := e.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: groupName, Consumer: e.cfg.NodeID, Streams: []string{e.keys.jobs, ">"},
+			Count: 1, Block: e.cfg.BlockTimeout,
+		}).Result()
+		cancel()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			if e.takeCtx.Err() != nil {
+				return
+			}
+			e.log.Warn("read job stream", "err", err)
+			if strings.Contains(err.Error(), "NOGROUP") {
+				if err := e.ensureGroup(e.base); err != nil {
+					e.log.Warn("recreate consumer group", "err", err)
+				}
+			}
+			sleep(e.takeCtx, 200*time.Millisecond)
+			continue
+		}
+		for _, s := range streams {
+			for _, m := range s.Messages {
+				e.handle(m)
+			}
+		}
+	}
+}
+
+// handle processes one delivery.
+func (e *Engine) handle(m redis.XMessage) {
+	if e.crashed.Load() {
+		return
+	}
+	j, err := parseJob(m)
+	if err != nil {
+		e.log.Error("dropping job", "err", err)
+		e.ack(j)
+		return
+	}
+	owner := e.cfg.NodeID + "/" + uuid.NewString()
+	ctx, cancel := e.op()
+	res, err := e.sc.start.Run(ctx, e.rdb, []string{e.keys.plan(j.planID)},
+		j.step, owner, e.nowMs(), e.cfg.MaxAttempts).StringSlice()
+	cancel()
+	if err != nil {
+		// Left pending: the reclaimer retries it after the visibility timeout.
+		e.log.Warn("start step", "plan", j.planID, "step", j.step, "err", err)
+		return
+	}
+	switch res[0] {
+	case "run":
+		e.run(j, owner, res)
+	case "renotify":
+		e.renotify(j)
+	case "exhausted":
+		e.exhausted(j, owner, res)
+	default: // gone, dup, stale: nothing left to do for this delivery
+		e.stats.dups.Add(1)
+		e.ack(j)
+	}
+}
+
+// ack acknowledges and deletes a job's stream entry.
+func (e *Engine) ack(j job) {
+	if j.msgID == "" || e.crashed.Load() {
+		return
+	}
+	ctx, cancel := e.op()
+	defer cancel()
+	_, err := e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.XAck(ctx, e.keys.jobs, groupName, j.msgID)
+		p.XDel(ctx, e.keys.jobs, j.msgID)
+		return nil
+	})
+	if err != nil {
+		e.log.Warn("ack job", "plan", j.planID, "step", j.step, "err", err)
+	}
+}
+
+// runInfo is what the start script returned for a step to run.
+type runInfo struct {
+	attempts       int
+	first          bool
+	def            contract.OrchestrationStep
+	startedAtMs    int64
+	planStartedMs  int64
+	terminal       int64
+	total          int64
+	plan           contract.OrchestrationPlan
+	session        string
+	caller         Caller
+	previous       map[string]string
+	previousOrders []string
+}
+
+func parseRun(res []string) (runInfo, error) {
+	if len(res) < 12 {
+		return runInfo{}, fmt.Errorf("start script returned %d values", len(res))
+	}
+	var r runInfo
+	r.attempts, _ = strconv.Atoi(res[1])
+	r.first = res[2] == "1"
+	if err := json.Unmarshal([]byte(res[3]), &r.def); err != nil {
+		return r, fmt.Errorf("decode step: %w", err)
+	}
+	r.startedAtMs, _ = strconv.ParseInt(res[4], 10, 64)
+	r.planStartedMs, _ = strconv.ParseInt(res[5], 10, 64)
+	r.terminal, _ = strconv.ParseInt(res[6], 10, 64)
+	r.total, _ = strconv.ParseInt(res[7], 10, 64)
+	if err := json.Unmarshal([]byte(res[8]), &r.plan); err != nil {
+		return r, fmt.Errorf("decode plan: %w", err)
+	}
+	r.session = res[9]
+	r.caller = Caller{ConnectionID: res[10], User: res[11]}
+	r.previous = map[string]string{}
+	for i := 12; i+1 < len(res); i += 2 {
+		r.previous[res[i]] = res[i+1]
+		r.previousOrders = append(r.previousOrders, res[i])
+	}
+	return r, nil
+}
+
+// outcome is how a step attempt ended.
+type outcome struct {
+	ok        bool
+	output    string
+	data      contract.Map
+	err       string // for failures: the step's error text
+	retryable bool
+	dead      bool // the job exhausted its attempts: dead-letter it
+}
+
+// run runs one attempt of a step this delivery now owns.
+func (e *Engine) run(j job, owner string, res []string) {
+	r, err := parseRun(res)
+	if err != nil {
+		e.log.Error("bad step", "plan", j.planID, "step", j.step, "err", err)
+		e.record(j, owner, r, outcome{err: "Step could not be decoded"}, nil)
+		return
+	}
+	e.stats.started.Add(1)
+	if r.first {
+		ctx, cancel := e.op()
+		e.emit(ctx, r.session, r.caller, contract.TargetOrchestrationProgress,
+			e.progress(j.planID, r.def, r.total, percent(r.terminal, r.total), r.planStartedMs))
+		cancel()
+	}
+
+	agentCtx, cancelAgent := context.WithCancel(e.runCtx)
+	defer cancelAgent()
+	ka := e.startKeepalive(j, owner, cancelAgent)
+	defer ka.stop()
+
+	timeout := time.Duration(r.def.Timeout)
+	if timeout <= 0 {
+		timeout = timingFor(r.plan.Strategy, r.def.Order).timeout
+	}
+	stepCtx, cancelStep := context.WithTimeout(agentCtx, timeout)
+	t0 := time.Now()
+	out, chunks, runErr := e.callAgent(stepCtx, j, r)
+	elapsed := time.Since(t0)
+	timedOut := errors.Is(stepCtx.Err(), context.DeadlineExceeded) && agentCtx.Err() == nil
+	cancelStep()
+	ka.afterRun()
+
+	if e.crashed.Load() {
+		return
+	}
+	switch ka.verdict() {
+	case "lost": // another delivery took the step over; it is theirs to finish
+		e.stats.dups.Add(1)
+		return
+	case "stop", "gone": // cancelled, timed out or finished meanwhile: already recorded
+		e.ack(j)
+		return
+	}
+	if e.runCtx.Err() != nil { // forced shutdown
+		e.release(j, owner)
+		return
+	}
+
+	o := outcome{ok: runErr == nil && !timedOut, output: out.Output, data: contract.Map{}}
+	switch {
+	case timedOut:
+		o.err = fmt.Sprintf("Step %d timed out after %v", r.def.Order, timeout)
+	case runErr != nil:
+		o.err = fmt.Sprintf("Step %d failed: %v", r.def.Order, runErr)
+		o.retryable = !IsPermanent(runErr)
+		o.output = ""
+	}
+	if !o.ok && o.retryable {
+		if r.attempts < e.cfg.MaxAttempts {
+			e.retry(j, owner, r, o.err)
+			return
+		}
+		o.dead = true
+		o.err = fmt.Sprintf("Step %d failed after %d attempts: %v", r.def.Order, r.attempts, runErr)
+	}
+	for k, v := range out.OutputData {
+		o.data[k] = v
+	}
+	o.data["stepOrder"] = r.def.Order
+	o.data["agentId"] = r.def.AgentID
+	o.data["task"] = r.def.Task
+	o.data["timestamp"] = contract.DateTime(e.cfg.Now())
+	o.data["attempt"] = r.attempts
+	o.data["chunks"] = chunks
+	result := contract.StepResult{
+		StepOrder: r.def.Order, StepName: stepName(r.def), AgentID: r.def.AgentID, Success: o.ok,
+		Output: o.output, Error: o.err, ExecutionTime: contract.TimeSpan(elapsed),
+		StartTime: contract.DateTime(time.UnixMilli(r.startedAtMs).UTC()), OutputData: o.data,
+	}
+	var repl *contract.OrchestrationPlan
+	if o.ok && r.plan.Strategy == contract.StrategyAdaptive && r.def.Order == 1 {
+		repl = e.adapt(j, r, &result)
+	}
+	e.record(j, owner, r, o, &recordArgs{result: result, replaced: repl})
+}
+
+// callAgent runs the step's agent; chunks counts what it streamed.
+func (e *Engine) callAgent(ctx context.Context, j job, r runInfo) (res AgentResult, chunks int, err error) {
+	agent, _, ok := e.agents.Lookup(r.def.AgentID)
+	if !ok {
+		return res, 0, Permanent(fmt.Errorf("agent %s not found", r.def.AgentID))
+	}
+	input := contract.Map{}
+	for k, v := range r.def.Input {
+		input[k] = v
+	}
+	prev := map[string]any{}
+	for k, v := range r.previous {
+		prev[k] = v
+	}
+	input["goal"] = r.plan.Goal
+	input["previousOutputs"] = prev
+	var available []string
+	if req, ok := r.plan.SharedContext["originalRequest"].(map[string]any); ok {
+		if ids, ok := req["availableAgentIds"].([]any); ok {
+			for _, id := range ids {
+				if s, ok := id.(string); ok {
+					available = append(available, s)
+				}
+			}
+		}
+	}
+	req := AgentRequest{
+		AgentID: r.def.AgentID, SessionID: r.session, PlanID: j.planID, Strategy: r.plan.Strategy,
+		StepOrder: r.def.Order, Attempt: r.attempts, Task: r.def.Task, Goal: r.plan.Goal,
+		PreviousOutputs: r.previous, Input: input, AvailableAgents: available,
+	}
+	// Streaming chunks to the session is the agents' layer's job; here they
+	// are counted so results show what an agent streamed.
+	res, err = agent.Run(ctx, req, func(string) { chunks++ })
+	return res, chunks, err
+}
+
+// adapt applies Adaptive's rule after a successful analysis step: a JSON
+// plan in its output replaces the template's remaining steps. It returns
+// the new plan, or nil when the template stays; the choice is noted in
+// the result's outputData.
+func (e *Engine) adapt(j job, r runInfo, result *contract.StepResult) *contract.OrchestrationPlan {
+	var available []string
+	var maxSteps int
+	if req, ok := r.plan.SharedContext["originalRequest"].(map[string]any); ok {
+		if ids, ok := req["availableAgentIds"].([]any); ok {
+			for _, id := range ids {
+				if s, ok := id.(string); ok {
+					available = append(available, s)
+				}
+			}
+		}
+		if n, ok := req["maxSteps"].(float64); ok {
+			maxSteps = int(n)
+		}
+	}
+	if maxSteps < 2 {
+		result.OutputData["adaptivePlan"] = "template"
+		result.OutputData["adaptiveReason"] = "maxSteps leaves no room for more steps"
+		return nil
+	}
+	var stepTimeout time.Duration
+	if len(r.plan.Steps) > 1 && r.plan.Steps[1].Timeout != contract.TimeSpan(timingFor(contract.StrategyAdaptive, 2).timeout) {
+		stepTimeout = time.Duration(r.plan.Steps[1].Timeout) // keep an override the template carried
+	}
+	steps, reason := adaptiveReplacement(result.Output, r.plan, available, maxSteps, stepTimeout)
+	if steps == nil {
+		e.log.Info("adaptive plan kept its template", "plan", j.planID, "reason", reason)
+		result.OutputData["adaptivePlan"] = "template"
+		result.OutputData["adaptiveReason"] = reason
+		return nil
+	}
+	plan := r.plan
+	plan.Steps = steps
+	plan.RequiredAgents = requiredAgents(steps)
+	result.OutputData["adaptivePlan"] = "replaced"
+	result.OutputData["adaptiveSteps"] = len(steps)
+	return &plan
+}
+
+// recordArgs are the optional parts of a record.
+type recordArgs struct {
+	result   contract.StepResult
+	replaced *contract.OrchestrationPlan
+}
+
+// record stores a step's outcome (once) and, when this delivery recorded
+// it, sends the step's callbacks, marks them sent and acknowledges the job.
+func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs) {
+	if a == nil {
+		a = &recordArgs{result: contract.StepResult{StepOrder: j.step, StepName: stepName(r.def),
+			AgentID: r.def.AgentID, Error: o.err, OutputData: contract.Map{}}}
+	}
+	ctx, cancel := e.op()
+	defer cancel()
+	resultJSON, err := jsonString(a.result)
+	if err != nil {
+		e.log.Error("encode step result", "plan", j.planID, "step", j.step, "err", err)
+		return
+	}
+	var repl []any
+	if a.replaced != nil {
+		if repl, err = replacementFields(*a.replaced); err != nil {
+			e.log.Error("adaptive replacement", "plan", j.planID, "err", err)
+			a.replaced, repl = nil, nil
+		}
+	}
+	okFlag, deadFlag := "0", "0"
+	if o.ok {
+		okFlag = "1"
+	}
+	if o.dead {
+		deadFlag = "1"
+	}
+	reason := fmt.Sprintf("Step %d (%s): %s", j.step, r.def.AgentID, o.err)
+	args := append([]any{j.step, owner, e.nowMs(), okFlag, resultJSON, o.output, deadFlag, o.err,
+		j.planID, e.cfg.PlanRetention.Milliseconds(), reason, r.attempts, len(repl) / 2}, repl...)
+	res, err := e.sc.record.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.dead, e.keys.deadlines}, args...).StringSlice()
+	if err != nil {
+		e.log.Warn("record step", "plan", j.planID, "step", j.step, "err", err)
+		return // left pending: redelivered after the visibility timeout
+	}
+	switch res[0] {
+	case "recorded":
+	case "lost":
+		e.stats.dups.Add(1)
+		return
+	default: // gone, dup, stale
+		e.stats.dups.Add(1)
+		e.ack(j)
+		return
+	}
+	if o.ok {
+		e.stats.succeeded.Add(1)
+	} else {
+		e.stats.failed.Add(1)
+	}
+	if o.dead {
+		e.stats.dead.Add(1)
+		e.log.Warn("job dead-lettered", "plan", j.planID, "step", j.step, "error", o.err)
+	}
+	terminal, _ := strconv.ParseInt(res[1], 10, 64)
+	total, _ := strconv.ParseInt(res[2], 10, 64)
+	def := r.def
+	if a.replaced != nil {
+		def.DependsOn = a.replaced.Steps[0].DependsOn
+	}
+	if e.crashed.Load() {
+		return
+	}
+	e.emitStepEnd(ctx, stepEnd{planID: j.planID, session: r.session, caller: r.caller, step: def,
+		result: a.result, terminal: terminal, total: total, finishedPlan: res[3] != "",
+		planStartedMs: r.planStartedMs, replaced: a.replaced})
+	if e.crashed.Load() {
+		return
+	}
+	if err := e.notify(ctx, j.planID, j.step, j.msgID); err != nil {
+		e.log.Warn("notify", "err", err)
+	}
+}
+
+// replacementFields are the plan hash fields that install an Adaptive
+// replacement (steps 2.. and the step graph, plan JSON, total).
+func replacementFields(plan contract.OrchestrationPlan) ([]any, error) {
+	g, err := graphOf(plan.Steps)
+	if err != nil {
+		return nil, err
+	}
+	fields, err := stepFields(plan.Steps[1:], g)
+	if err != nil {
+		return nil, err
+	}
+	planJSON, err := jsonString(plan)
+	if err != nil {
+		return nil, err
+	}
+	fields = append(fields, stepPrefix(1)+"next", joinInts(g.next[1]), "plan", planJSON, "total", len(plan.Steps))
+	for i, f := range fields { // the script takes strings
+		switch v := f.(type) {
+		case []byte:
+			fields[i] = string(v)
+		case int:
+			fields[i] = strconv.Itoa(v)
+		}
+	}
+	return fields, nil
+}
+
+// exhausted fails a step whose starts exceeded MaxAttempts (its workers
+// kept dying): the job is dead-lettered.
+func (e *Engine) exhausted(j job, owner string, res []string) {
+	ctx, cancel := e.op()
+	h, err := e.rdb.HGetAll(ctx, e.keys.plan(j.planID)).Result()
+	cancel()
+	if err != nil {
+		e.log.Warn("load plan", "plan", j.planID, "err", err)
+		return
+	}
+	p, err := decodePlanHash(j.planID, h)
+	if err != nil {
+		e.log.Error("decode plan", "err", err)
+		return
+	}
+	s, _ := p.step(j.step)
+	n, _ := strconv.Atoi(res[1])
+	msg := fmt.Sprintf("Step %d abandoned after %d attempts (its worker stopped responding)", j.step, n)
+	if len(res) > 2 && res[2] != "" {
+		msg = fmt.Sprintf("Step %d failed after %d attempts: %s", j.step, n, res[2])
+	}
+	r := runInfo{attempts: n, def: s, session: p.session, caller: p.caller, plan: p.plan,
+		planStartedMs: p.int("started"), startedAtMs: p.int(stepPrefix(j.step) + "startedAt")}
+	result := contract.StepResult{StepOrder: j.step, StepName: stepName(s), AgentID: s.AgentID, Error: msg,
+		StartTime: contract.DateTime(time.UnixMilli(r.startedAtMs).UTC()), OutputData: contract.Map{}}
+	e.record(j, owner, r, outcome{err: msg, dead: true}, &recordArgs{result: result})
+}
+
+// retry parks the step's next attempt in the delayed set for its back-off.
+func (e *Engine) retry(j job, owner string, r runInfo, errText string) {
+	ctx, cancel := e.op()
+	defer cancel()
+	due := e.cfg.Now().Add(e.cfg.backoff(r.attempts)).UnixMilli()
+	member := fmt.Sprintf("%s|%d|%d", j.planID, j.step, r.attempts+1)
+	res, err := e.sc.retry.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.jobs, e.keys.delayed},
+		j.step, owner, j.msgID, groupName, due, member, errText).Text()
+	if err != nil {
+		e.log.Warn("schedule retry", "plan", j.planID, "step", j.step, "err", err)
+		return
+	}
+	if res == "ok" {
+		e.stats.retries.Add(1)
+		e.log.Info("step retry scheduled", "plan", j.planID, "step", j.step, "attempt", r.attempts+1, "error", errText)
+	}
+}
+
+// release gives a running job back at shutdown.
+func (e *Engine) release(j job, owner string) {
+	ctx, cancel := e.op()
+	defer cancel()
+	res, err := e.sc.release.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.jobs},
+		j.step, owner, j.msgID, groupName, j.planID, j.attempt).Text()
+	if err != nil {
+		e.log.Warn("release job", "plan", j.planID, "step", j.step, "err", err)
+		return
+	}
+	if res == "ok" {
+		e.stats.released.Add(1)
+	}
+}
+
+// renotify sends the callbacks of a step whose recording delivery died
+// before marking them sent.
+func (e *Engine) renotify(j job) {
+	ctx, cancel := e.op()
+	defer cancel()
+	h, err := e.rdb.HGetAll(ctx, e.keys.plan(j.planID)).Result()
+	if err != nil || len(h) == 0 {
+		e.ack(j)
+		return
+	}
+	p, err := decodePlanHash(j.planID, h)
+	if err != nil {
+		e.log.Error("decode plan", "err", err)
+		e.ack(j)
+		return
+	}
+	s, _ := p.step(j.step)
+	res, _ := p.result(j.step)
+	e.emitStepEnd(ctx, stepEnd{planID: j.planID, session: p.session, caller: p.caller, step: s, result: res,
+		terminal: p.int("terminal"), total: p.int("total"), finishedPlan: p.int("finishedBy") == int64(j.step),
+		planStartedMs: p.int("started")})
+	if err := e.notify(ctx, j.planID, j.step, j.msgID); err != nil {
+		e.log.Warn("notify", "err", err)
+	}
+}
+
+func jsonString(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode %T: %w", v, err)
+	}
+	return string(b), nil
+}

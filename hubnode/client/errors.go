@@ -85,6 +85,7 @@ type serverCloseError struct {
 	allowReconnect bool
 }
 
+// Error reads like the JS client's "Server returned an error on close".
 func (e *serverCloseError) Error() string {
 	if e.text == "" {
 		return ErrServerClosed.Error()
@@ -92,4 +93,5 @@ func (e *serverCloseError) Error() string {
 	return "server returned an error on close: " + e.text
 }
 
+// Unwrap makes errors.Is(err, ErrServerClosed) hold.
 func (e *serverCloseError) Unwrap() error { return ErrServerClosed }

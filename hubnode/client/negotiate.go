@@ -14,7 +14,7 @@ import (
 )
 
 // userAgent identifies this client; the JS client sends a similar string.
-var userAgent = "hubfarm-go-client/1.0 (Go; " + runtime.Version() + ")"
+func userAgent() string { return "hubfarm-go-client/1.0 (Go; " + runtime.Version() + ")" }
 
 // maxRedirects matches the JS client's negotiate redirect limit.
 const maxRedirects = 100
@@ -214,7 +214,7 @@ func requestHeader(extra http.Header, token string) http.Header {
 		h[k] = append([]string(nil), v...)
 	}
 	if h.Get("User-Agent") == "" {
-		h.Set("User-Agent", userAgent)
+		h.Set("User-Agent", userAgent())
 	}
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)

@@ -53,6 +53,7 @@ type transport struct {
 // argWriter collects the JSON of an argument list for the encoder.
 type argWriter struct{ b []byte }
 
+// Write appends p; it never fails.
 func (w *argWriter) Write(p []byte) (int, error) {
 	w.b = append(w.b, p...)
 	return len(p), nil

@@ -4,74 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
+	"github.com/orchestratorchat/hubfarm/internal/testredis"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/redis/go-redis/v9"
 )
 
-// backend names one Redis implementation the tests run against.
-type backend struct {
-	name      string
-	newClient func() redis.UniversalClient
-}
+// backend is one Redis implementation the tests run against.
+type backend = testredis.Backend
 
 // backends runs fn against a real redis-server and against miniredis.
-// TODO: switch to internal/testredis.Backends once it lands.
 func backends(t *testing.T, fn func(t *testing.T, b backend)) {
 	t.Helper()
-	t.Run("redis", func(t *testing.T) {
-		addr := startRedisServer(t)
-		fn(t, backend{"redis", func() redis.UniversalClient { return newClient(t, addr) }})
-	})
-	t.Run("miniredis", func(t *testing.T) {
-		m := miniredis.RunT(t)
-		fn(t, backend{"miniredis", func() redis.UniversalClient { return newClient(t, m.Addr()) }})
-	})
-}
-
-func newClient(t *testing.T, addr string) redis.UniversalClient {
-	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// startRedisServer runs a throwaway redis-server on a free port.
-func startRedisServer(t testing.TB) string {
-	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not on PATH")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(path, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return addr
+	testredis.Backends(t, fn)
 }
 
 // event is one recorded Emit call.
@@ -252,7 +202,7 @@ const testSession = "s1"
 var testCaller = Caller{ConnectionID: "c1", User: "u1"}
 
 func newEnv(t *testing.T, b backend, agents map[string]Agent) *env {
-	v := &env{t: t, b: b, rdb: b.newClient(), sessions: newFakeSessions(testSession), catalog: NewMemoryCatalog()}
+	v := &env{t: t, b: b, rdb: b.NewClient(), sessions: newFakeSessions(testSession), catalog: NewMemoryCatalog()}
 	for id, a := range agents {
 		v.catalog.Add(contract.AgentInfo{ID: id, Name: id}, a)
 	}

@@ -157,7 +157,8 @@ func (e *Engine) abort(ctx context.Context, planID, status, reason string, onlyI
 	// StepCompleted; their workers see the plan stop and drop their jobs.
 	var events []contract.StepCompletedEvent
 	var fields []any
-	for _, o := range res[2:] {
+	prevTerminal, _ := strconv.ParseInt(res[2], 10, 64)
+	for _, o := range res[3:] {
 		order, _ := strconv.Atoi(o)
 		s, ok := p.step(order)
 		if !ok {
@@ -184,8 +185,15 @@ func (e *Engine) abort(ctx context.Context, planID, status, reason string, onlyI
 			return "ok", fmt.Errorf("store cancelled results of plan %s: %w", planID, err)
 		}
 	}
-	for _, ev := range events {
+	// Each gets its end progress, except the last: the completion's 100%
+	// progress is its end (finishedBy).
+	total := p.int("total")
+	for i, ev := range events {
 		e.emit(ctx, p.session, p.caller, contract.TargetStepCompleted, ev)
+		if i < len(events)-1 {
+			e.emit(ctx, p.session, p.caller, contract.TargetOrchestrationProgress,
+				e.progress(planID, ev.OrchestrationStep, total, percent(prevTerminal+int64(i)+1, total), p.int("started")))
+		}
 	}
 	verdict, err := e.sc.complete.Run(ctx, e.rdb, []string{e.keys.plan(planID)}).Text()
 	if err != nil {

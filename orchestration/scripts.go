@@ -241,8 +241,10 @@ end
 return #due`),
 
 		// abort: cancel or time out a plan at once. Running and retrying
-		// steps become cancelled (their ids are returned so the caller can
-		// send their results); the others are skipped. The caller's
+		// steps become cancelled (their ids are returned, after the status
+		// and the earlier terminal count, so the caller can send their
+		// results; the last of them is the plan's finishedBy); the others
+		// are skipped. The caller's
 		// callbacks count as one pending notification, so the completion
 		// cannot be sent before them.
 		// KEYS plan, deadlines. ARGV now, status, reason, planID, retention, onlyIfDue.
@@ -251,18 +253,20 @@ local v = redis.call('HMGET', KEYS[1], 'status', 'total', 'deadline')
 if not v[1] then return {'gone'} end
 if v[1] ~= 'running' and v[1] ~= 'created' then return {'terminal', v[1]} end
 if ARGV[6] == '1' and (v[1] ~= 'running' or tonumber(v[3] or '0') > tonumber(ARGV[1])) then return {'notdue'} end
-local out = {'ok', v[1]}
+local out = {'ok', v[1], redis.call('HGET', KEYS[1], 'terminal') or '0'}
+local last = ''
 for j = 1, tonumber(v[2]) do
   local q = 's:' .. j .. ':'
   local s = redis.call('HGET', KEYS[1], q .. 'state')
   if s == 'running' or s == 'retrying' then
     redis.call('HSET', KEYS[1], q .. 'state', 'cancelled', q .. 'by', 'x', q .. 'finished', ARGV[1])
     out[#out + 1] = tostring(j)
+    last = tostring(j)
   elseif s and not isterm(s) then
     redis.call('HSET', KEYS[1], q .. 'state', 'skipped')
   end
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished', ARGV[1], 'reason', ARGV[3], 'terminal', v[2], 'finishedBy', '')
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished', ARGV[1], 'reason', ARGV[3], 'terminal', v[2], 'finishedBy', last)
 redis.call('HINCRBY', KEYS[1], 'need', 1)
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])

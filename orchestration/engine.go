@@ -71,6 +71,10 @@ type Engine struct {
 	wg         sync.WaitGroup     // every background goroutine
 	reclaimed  chan redis.XMessage
 	crashed    atomic.Bool // test hook: behave as if the process died
+
+	// afterRecord, when set (tests), runs after a step's result was
+	// recorded and before its callbacks are sent.
+	afterRecord func(planID string, step int)
 }
 
 // New returns an engine. cfg's zero fields take their defaults (see

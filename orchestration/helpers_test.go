@@ -215,7 +215,8 @@ func newEnv(t *testing.T, b backend, agents map[string]Agent) *env {
 }
 
 // node starts an engine on the env's Redis; catalog nil = the env's.
-func (v *env) node(cfg Config, catalog AgentCatalog) *Engine {
+// setup functions run before Start.
+func (v *env) node(cfg Config, catalog AgentCatalog, setup ...func(*Engine)) *Engine {
 	v.t.Helper()
 	if catalog == nil {
 		catalog = v.catalog
@@ -223,6 +224,9 @@ func (v *env) node(cfg Config, catalog AgentCatalog) *Engine {
 	e, err := New(cfg, v.rdb, v.sessions, catalog, nil)
 	if err != nil {
 		v.t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(e)
 	}
 	if err := e.Start(context.Background()); err != nil {
 		v.t.Fatal(err)

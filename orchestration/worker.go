@@ -412,6 +412,9 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 	if a.replaced != nil {
 		def.DependsOn = a.replaced.Steps[0].DependsOn
 	}
+	if e.afterRecord != nil {
+		e.afterRecord(j.planID, j.step)
+	}
 	if e.crashed.Load() {
 		return
 	}

@@ -49,20 +49,29 @@ cd "$repo_root"
 # --- reporting ------------------------------------------------------------
 
 current_step="setup"
+step_open=0
 step_started=$SECONDS
 summary=()
 
 step() {
 	finish_step
 	current_step="$1"
+	step_open=1
 	step_started=$SECONDS
 	printf '\n==> %s\n' "$current_step"
 }
 
 finish_step() {
-	if [ "$current_step" != "setup" ]; then
+	if [ "$step_open" = 1 ]; then
 		summary+=("$(printf '%5ss  %s' "$((SECONDS - step_started))" "$current_step")")
+		step_open=0
 	fi
+}
+
+skipped() {
+	finish_step
+	summary+=("$(printf '%5s   %s (skipped)' '-' "$1")")
+	printf '\n==> %s: skipped\n' "$1"
 }
 
 die() {
@@ -81,8 +90,6 @@ on_exit() {
 	printf '    %s\n' "${summary[@]}"
 }
 trap on_exit EXIT
-
-skipped() { summary+=("$(printf '%5s   %s (skipped)' '-' "$1")"); printf '\n==> %s: skipped\n' "$1"; }
 
 # --- prerequisites --------------------------------------------------------
 

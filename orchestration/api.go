@@ -43,6 +43,10 @@ func (e *Engine) CreatePlan(ctx context.Context, caller Caller, req contract.Cre
 	if err != nil {
 		return contract.OrchestrationPlan{}, internal("create plan: encode", err)
 	}
+	agentsJSON, err := json.Marshal(agents)
+	if err != nil {
+		return contract.OrchestrationPlan{}, internal("create plan: encode", err)
+	}
 	fields, err := stepFields(plan.Steps, g)
 	if err != nil {
 		return contract.OrchestrationPlan{}, internal("create plan", err)
@@ -55,7 +59,7 @@ func (e *Engine) CreatePlan(ctx context.Context, caller Caller, req contract.Cre
 		"plan", planJSON, "session", req.SessionID, "cconn", caller.ConnectionID, "cuser", caller.User,
 		"status", planCreated, "stop", stop, "total", len(plan.Steps), "terminal", 0, "need", 0, "notified", 0,
 		"created", now.UnixMilli(), "timeoutMs", planTimeout.Milliseconds(), "stepTimeoutMs", stepTimeout.Milliseconds(),
-		"maxSteps", req.MaxSteps)
+		"maxSteps", req.MaxSteps, "strategy", int(plan.Strategy), "goal", plan.Goal, "agents", agentsJSON)
 	key := e.keys.plan(plan.ID)
 	_, err = e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, key, fields...)

@@ -269,3 +269,21 @@ func TestPlanTimeout(t *testing.T) {
 		}
 	})
 }
+
+// panicking is an agent with a bug.
+type panicking struct{}
+
+func (panicking) Run(context.Context, AgentRequest, func(string)) (AgentResult, error) {
+	panic("boom")
+}
+
+func TestPanickingAgentFailsItsStep(t *testing.T) {
+	backends(t, func(t *testing.T, b backend) {
+		v := newEnv(t, b, map[string]Agent{"a": panicking{}})
+		e := v.node(testConfig("n1", 1), nil)
+		_, res := v.run(e, request(contract.StrategySequential, 10, "a"))
+		if res.Success || res.StepResults[0].Error != "Step 1 failed: agent a crashed" {
+			t.Fatalf("result %+v", res)
+		}
+	})
+}

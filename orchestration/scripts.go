@@ -81,8 +81,12 @@ local attempts = redis.call('HINCRBY', KEYS[1], p .. 'attempts', 1)
 redis.call('HSET', KEYS[1], p .. 'state', 'running', p .. 'owner', ARGV[2])
 if attempts > tonumber(ARGV[4]) then return {'exhausted', tostring(attempts - 1), redis.call('HGET', KEYS[1], p .. 'err') or ''} end
 local first = redis.call('HSETNX', KEYS[1], p .. 'startedAt', ARGV[3])
-local f = redis.call('HMGET', KEYS[1], p .. 'def', p .. 'deps', p .. 'startedAt', 'started', 'terminal', 'total', 'plan', 'session', 'xconn', 'xuser')
-local out = {'run', tostring(attempts), tostring(first), f[1] or '', f[3] or '', f[4] or '0', f[5] or '0', f[6] or '0', f[7] or '', f[8] or '', f[9] or '', f[10] or ''}
+local f = redis.call('HMGET', KEYS[1], p .. 'def', p .. 'deps', p .. 'startedAt', 'started', 'terminal', 'total', 'session', 'xconn', 'xuser', 'strategy', 'goal', 'agents', 'maxSteps')
+-- The whole plan is only needed by Adaptive's analysis step (to replace the template).
+local plan = ''
+if f[10] == '2' and k == '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
+local out = {'run', tostring(attempts), tostring(first), f[1] or '', f[3] or '', f[4] or '0', f[5] or '0', f[6] or '0',
+  f[7] or '', f[8] or '', f[9] or '', f[10] or '0', f[11] or '', f[12] or '[]', f[13] or '0', plan}
 if f[2] and f[2] ~= '' then
   for d in string.gmatch(f[2], '[^,]+') do
     out[#out + 1] = d

@@ -127,22 +127,26 @@ func (e *Engine) ack(j job) {
 
 // runInfo is what the start script returned for a step to run.
 type runInfo struct {
-	attempts       int
-	first          bool
-	def            contract.OrchestrationStep
-	startedAtMs    int64
-	planStartedMs  int64
-	terminal       int64
-	total          int64
-	plan           contract.OrchestrationPlan
-	session        string
-	caller         Caller
-	previous       map[string]string
-	previousOrders []string
+	attempts      int
+	first         bool
+	def           contract.OrchestrationStep
+	startedAtMs   int64
+	planStartedMs int64
+	terminal      int64
+	total         int64
+	session       string
+	caller        Caller
+	strategy      contract.OrchestrationStrategy
+	goal          string
+	agents        []string // the plan's available agents
+	maxSteps      int
+	plan          *contract.OrchestrationPlan // only for Adaptive's analysis step
+	previous      map[string]string
 }
 
 func parseRun(res []string) (runInfo, error) {
-	if len(res) < 12 {
+	const fixed = 16
+	if len(res) < fixed {
 		return runInfo{}, fmt.Errorf("start script returned %d values", len(res))
 	}
 	var r runInfo
@@ -155,15 +159,24 @@ func parseRun(res []string) (runInfo, error) {
 	r.planStartedMs, _ = strconv.ParseInt(res[5], 10, 64)
 	r.terminal, _ = strconv.ParseInt(res[6], 10, 64)
 	r.total, _ = strconv.ParseInt(res[7], 10, 64)
-	if err := json.Unmarshal([]byte(res[8]), &r.plan); err != nil {
-		return r, fmt.Errorf("decode plan: %w", err)
+	r.session = res[8]
+	r.caller = Caller{ConnectionID: res[9], User: res[10]}
+	s, _ := strconv.Atoi(res[11])
+	r.strategy = contract.OrchestrationStrategy(s)
+	r.goal = res[12]
+	if err := json.Unmarshal([]byte(res[13]), &r.agents); err != nil {
+		return r, fmt.Errorf("decode agents: %w", err)
 	}
-	r.session = res[9]
-	r.caller = Caller{ConnectionID: res[10], User: res[11]}
-	r.previous = map[string]string{}
-	for i := 12; i+1 < len(res); i += 2 {
+	r.maxSteps, _ = strconv.Atoi(res[14])
+	if res[15] != "" {
+		r.plan = new(contract.OrchestrationPlan)
+		if err := json.Unmarshal([]byte(res[15]), r.plan); err != nil {
+			return r, fmt.Errorf("decode plan: %w", err)
+		}
+	}
+	r.previous = make(map[string]string, (len(res)-fixed)/2)
+	for i := fixed; i+1 < len(res); i += 2 {
 		r.previous[res[i]] = res[i+1]
-		r.previousOrders = append(r.previousOrders, res[i])
 	}
 	return r, nil
 }
@@ -201,7 +214,7 @@ func (e *Engine) run(j job, owner string, res []string) {
 
 	timeout := time.Duration(r.def.Timeout)
 	if timeout <= 0 {
-		timeout = timingFor(r.plan.Strategy, r.def.Order).timeout
+		timeout = timingFor(r.strategy, r.def.Order).timeout
 	}
 	stepCtx, cancelStep := context.WithTimeout(agentCtx, timeout)
 	t0 := time.Now()
@@ -259,7 +272,7 @@ func (e *Engine) run(j job, owner string, res []string) {
 		StartTime: contract.DateTime(time.UnixMilli(r.startedAtMs).UTC()), OutputData: o.data,
 	}
 	var repl *contract.OrchestrationPlan
-	if o.ok && r.plan.Strategy == contract.StrategyAdaptive && r.def.Order == 1 {
+	if o.ok && r.strategy == contract.StrategyAdaptive && r.def.Order == 1 && r.plan != nil {
 		repl = e.adapt(j, r, &result)
 	}
 	e.record(j, owner, r, o, &recordArgs{result: result, replaced: repl})
@@ -279,23 +292,20 @@ func (e *Engine) callAgent(ctx context.Context, j job, r runInfo) (res AgentResu
 	for k, v := range r.previous {
 		prev[k] = v
 	}
-	input["goal"] = r.plan.Goal
+	input["goal"] = r.goal
 	input["previousOutputs"] = prev
-	var available []string
-	if req, ok := r.plan.SharedContext["originalRequest"].(map[string]any); ok {
-		if ids, ok := req["availableAgentIds"].([]any); ok {
-			for _, id := range ids {
-				if s, ok := id.(string); ok {
-					available = append(available, s)
-				}
-			}
-		}
-	}
 	req := AgentRequest{
-		AgentID: r.def.AgentID, SessionID: r.session, PlanID: j.planID, Strategy: r.plan.Strategy,
-		StepOrder: r.def.Order, Attempt: r.attempts, Task: r.def.Task, Goal: r.plan.Goal,
-		PreviousOutputs: r.previous, Input: input, AvailableAgents: available,
+		AgentID: r.def.AgentID, SessionID: r.session, PlanID: j.planID, Strategy: r.strategy,
+		StepOrder: r.def.Order, Attempt: r.attempts, Task: r.def.Task, Goal: r.goal,
+		PreviousOutputs: r.previous, Input: input, AvailableAgents: r.agents,
 	}
+	// A panicking agent fails its step instead of taking the node down.
+	defer func() {
+		if p := recover(); p != nil {
+			e.log.Error("agent panicked", "agent", r.def.AgentID, "plan", j.planID, "step", j.step, "panic", p)
+			err = Permanent(fmt.Errorf("agent %s crashed", r.def.AgentID))
+		}
+	}()
 	// Streaming chunks to the session is the agents' layer's job; here they
 	// are counted so results show what an agent streamed.
 	res, err = agent.Run(ctx, req, func(string) { chunks++ })
@@ -307,21 +317,7 @@ func (e *Engine) callAgent(ctx context.Context, j job, r runInfo) (res AgentResu
 // the new plan, or nil when the template stays; the choice is noted in
 // the result's outputData.
 func (e *Engine) adapt(j job, r runInfo, result *contract.StepResult) *contract.OrchestrationPlan {
-	var available []string
-	var maxSteps int
-	if req, ok := r.plan.SharedContext["originalRequest"].(map[string]any); ok {
-		if ids, ok := req["availableAgentIds"].([]any); ok {
-			for _, id := range ids {
-				if s, ok := id.(string); ok {
-					available = append(available, s)
-				}
-			}
-		}
-		if n, ok := req["maxSteps"].(float64); ok {
-			maxSteps = int(n)
-		}
-	}
-	if maxSteps < 2 {
+	if r.maxSteps < 2 {
 		result.OutputData["adaptivePlan"] = "template"
 		result.OutputData["adaptiveReason"] = "maxSteps leaves no room for more steps"
 		return nil
@@ -330,14 +326,14 @@ func (e *Engine) adapt(j job, r runInfo, result *contract.StepResult) *contract.
 	if len(r.plan.Steps) > 1 && r.plan.Steps[1].Timeout != contract.TimeSpan(timingFor(contract.StrategyAdaptive, 2).timeout) {
 		stepTimeout = time.Duration(r.plan.Steps[1].Timeout) // keep an override the template carried
 	}
-	steps, reason := adaptiveReplacement(result.Output, r.plan, available, maxSteps, stepTimeout)
+	steps, reason := adaptiveReplacement(result.Output, *r.plan, r.agents, r.maxSteps, stepTimeout)
 	if steps == nil {
 		e.log.Info("adaptive plan kept its template", "plan", j.planID, "reason", reason)
 		result.OutputData["adaptivePlan"] = "template"
 		result.OutputData["adaptiveReason"] = reason
 		return nil
 	}
-	plan := r.plan
+	plan := *r.plan
 	plan.Steps = steps
 	plan.RequiredAgents = requiredAgents(steps)
 	result.OutputData["adaptivePlan"] = "replaced"
@@ -358,8 +354,6 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 		a = &recordArgs{result: contract.StepResult{StepOrder: j.step, StepName: stepName(r.def),
 			AgentID: r.def.AgentID, Error: o.err, OutputData: contract.Map{}}}
 	}
-	ctx, cancel := e.op()
-	defer cancel()
 	resultJSON, err := jsonString(a.result)
 	if err != nil {
 		e.log.Error("encode step result", "plan", j.planID, "step", j.step, "err", err)
@@ -382,7 +376,9 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 	reason := fmt.Sprintf("Step %d (%s): %s", j.step, r.def.AgentID, o.err)
 	args := append([]any{j.step, owner, e.nowMs(), okFlag, resultJSON, o.output, deadFlag, o.err,
 		j.planID, e.cfg.PlanRetention.Milliseconds(), reason, r.attempts, len(repl) / 2}, repl...)
+	ctx, cancel := e.op()
 	res, err := e.sc.record.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.dead, e.keys.deadlines}, args...).StringSlice()
+	cancel()
 	if err != nil {
 		e.log.Warn("record step", "plan", j.planID, "step", j.step, "err", err)
 		return // left pending: redelivered after the visibility timeout
@@ -418,12 +414,19 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 	if e.crashed.Load() {
 		return
 	}
+	// The callbacks and the notification get their own deadlines: a slow
+	// Emit must not leave the notification without time (the job would be
+	// redelivered and its callbacks sent twice).
+	ctx, cancel = e.op()
 	e.emitStepEnd(ctx, stepEnd{planID: j.planID, session: r.session, caller: r.caller, step: def,
 		result: a.result, terminal: terminal, total: total, finishedPlan: res[3] != "",
 		planStartedMs: r.planStartedMs, replaced: a.replaced})
+	cancel()
 	if e.crashed.Load() {
 		return
 	}
+	ctx, cancel = e.op()
+	defer cancel()
 	if err := e.notify(ctx, j.planID, j.step, j.msgID); err != nil {
 		e.log.Warn("notify", "err", err)
 	}
@@ -477,7 +480,7 @@ func (e *Engine) exhausted(j job, owner string, res []string) {
 	if len(res) > 2 && res[2] != "" {
 		msg = fmt.Sprintf("Step %d failed after %d attempts: %s", j.step, n, res[2])
 	}
-	r := runInfo{attempts: n, def: s, session: p.session, caller: p.caller, plan: p.plan,
+	r := runInfo{attempts: n, def: s, session: p.session, caller: p.caller,
 		planStartedMs: p.int("started"), startedAtMs: p.int(stepPrefix(j.step) + "startedAt")}
 	result := contract.StepResult{StepOrder: j.step, StepName: stepName(s), AgentID: s.AgentID, Error: msg,
 		StartTime: contract.DateTime(time.UnixMilli(r.startedAtMs).UTC()), OutputData: contract.Map{}}

@@ -114,7 +114,9 @@ type blocking struct {
 	returned atomic.Int32
 }
 
-func newBlocking() *blocking { return &blocking{started: make(chan int, 16), stopped: map[int]time.Time{}} }
+func newBlocking() *blocking {
+	return &blocking{started: make(chan int, 16), stopped: map[int]time.Time{}}
+}
 
 func (b *blocking) Run(ctx context.Context, req AgentRequest, _ func(string)) (AgentResult, error) {
 	b.started <- req.StepOrder

@@ -195,7 +195,9 @@ func TestApprovalDecidedBeforeWaiting(t *testing.T) {
 		var decideErr error
 		res, err := n1.a.Authorize(context.Background(), ApprovalRequest{RequesterUser: "alice",
 			Context: Context{ToolName: "write_file", SessionID: "s1"}},
-			func(r contract.ToolApprovalRequest) { decideErr = n2.a.Decide(context.Background(), r.ID, true, "", "bob") })
+			func(r contract.ToolApprovalRequest) {
+				decideErr = n2.a.Decide(context.Background(), r.ID, true, "", "bob")
+			})
 		if err != nil || decideErr != nil {
 			t.Fatal(err, decideErr)
 		}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -43,31 +44,44 @@ func (e *Engine) promoteRetries() {
 
 func (e *Engine) expirePlans() {
 	ctx, cancel := e.op()
-	defer cancel()
 	ids, err := e.rdb.ZRangeByScore(ctx, e.keys.deadlines, &redis.ZRangeBy{
 		Min: "-inf", Max: strconv.FormatInt(e.nowMs(), 10), Count: schedulerBatch}).Result()
+	cancel()
 	if err != nil {
 		e.log.Warn("read plan deadlines", "err", err)
 		return
 	}
 	for _, id := range ids {
-		info, err := e.planInfo(ctx, id)
-		if err != nil {
-			// The plan is gone (expired or deleted): drop its deadline.
-			e.rdb.ZRem(ctx, e.keys.deadlines, id)
-			continue
+		if e.takeCtx.Err() != nil {
+			return
 		}
-		reason := fmt.Sprintf("Orchestration timed out after %v", info.timeout)
-		res, err := e.abort(ctx, id, planTimedOut, reason, true)
-		if err != nil {
-			e.log.Warn("time out plan", "plan", id, "err", err)
-			continue
-		}
-		switch res {
-		case "ok":
-			e.log.Info("plan timed out", "plan", id, "timeout", info.timeout)
-		case "gone", "terminal":
-			e.rdb.ZRem(ctx, e.keys.deadlines, id)
-		}
+		e.expirePlan(id)
+	}
+}
+
+// expirePlan times out one plan whose deadline passed.
+func (e *Engine) expirePlan(id string) {
+	ctx, cancel := e.op()
+	defer cancel()
+	info, err := e.planInfo(ctx, id)
+	if CodeOf(err) == contract.CodePlanNotFound {
+		e.rdb.ZRem(ctx, e.keys.deadlines, id) // expired or deleted: drop its deadline
+		return
+	}
+	if err != nil {
+		e.log.Warn("time out plan", "plan", id, "err", err)
+		return
+	}
+	reason := fmt.Sprintf("Orchestration timed out after %v", info.timeout)
+	res, err := e.abort(ctx, id, planTimedOut, reason, true)
+	if err != nil {
+		e.log.Warn("time out plan", "plan", id, "err", err)
+		return
+	}
+	switch res {
+	case "ok":
+		e.log.Info("plan timed out", "plan", id, "timeout", info.timeout)
+	case "gone", "terminal":
+		e.rdb.ZRem(ctx, e.keys.deadlines, id)
 	}
 }

@@ -235,7 +235,7 @@ func (e *Engine) run(j job, owner string, res []string) {
 		e.ack(j)
 		return
 	}
-	if e.runCtx.Err() != nil { // forced shutdown
+	if e.runCtx.Err() != nil && (runErr != nil || timedOut) { // forced shutdown cut the step short
 		e.release(j, owner)
 		return
 	}

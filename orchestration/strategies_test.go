@@ -234,6 +234,7 @@ func TestAdaptiveTemplate(t *testing.T) {
 		if strings.Contains(res.FinalOutput, "### Step 1 ") {
 			t.Errorf("finalOutput includes the analysis step")
 		}
+		assertAfter(t, describe(v.sessions.planEvents(plan.ID)), "step:1", "start:2", "start:3", "start:4")
 		checkEvents(t, v.sessions.planEvents(plan.ID), 4)
 	})
 }
@@ -289,6 +290,9 @@ func TestAdaptiveJSONPlan(t *testing.T) {
 			t.Errorf("outputData %v", res.StepResults[0].OutputData)
 		}
 		d := describe(v.sessions.planEvents(plan.ID))
+		assertAfter(t, d, "step:1", "start:2", "start:3")
+		assertAfter(t, d, "step:2", "start:4")
+		assertAfter(t, d, "step:3", "start:4")
 		if !slices.Contains(d, "updated") || slices.Index(d, "updated") > slices.Index(d, "step:1") {
 			t.Errorf("OrchestrationPlanUpdated missing or late: %v", d)
 		}
@@ -377,4 +381,15 @@ func TestSendOrchestrationMessage(t *testing.T) {
 			t.Errorf("cancel of a finished plan: %v", err)
 		}
 	})
+}
+
+// assertAfter checks that every one of later comes after first in events.
+func assertAfter(t *testing.T, events []string, first string, later ...string) {
+	t.Helper()
+	i := slices.Index(events, first)
+	for _, l := range later {
+		if j := slices.Index(events, l); i < 0 || j < i {
+			t.Errorf("%s is not after %s: %v", l, first, events)
+		}
+	}
 }

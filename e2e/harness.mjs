@@ -334,7 +334,7 @@ export class Farm {
       .configureLogging(new ClientLogger(label, this.clientLog));
     if (opts.reconnectDelays) builder.withAutomaticReconnect(opts.reconnectDelays);
     const connection = builder.build();
-    const client = new Client(connection, opts.events || DEFAULT_EVENTS);
+    const client = new Client(connection, opts.events || DEFAULT_EVENTS, label);
     this.connections.add(connection);
     return client;
   }
@@ -362,9 +362,11 @@ export class Client {
   /**
    * @param {signalR.HubConnection} connection
    * @param {string[]} targets  callbacks to record
+   * @param {string} [label]  names the client in errors
    */
-  constructor(connection, targets) {
+  constructor(connection, targets, label = 'client') {
     this.connection = connection;
+    this.label = label;
     /** @type {Map<string, any[][]>} target -> argument lists, in arrival order */
     this.received = new Map();
     this.waiters = new Set();
@@ -411,7 +413,13 @@ export class Client {
       };
       this.waiters.add(waiter);
     });
-    return withTimeout(arrived, ms, `callback ${target}`).finally(() => this.waiters.delete(waiter));
+    return withTimeout(arrived, ms, `callback ${target} matching ${pred} at ${this.label}`)
+      .catch((err) => {
+        const seen = this.received.get(target).map((args) => JSON.stringify(args[0]));
+        err.message += ` (connection ${this.connection.connectionId}, state ${this.connection.state}; ${target} received so far: ${seen.length ? seen.join(', ') : 'none'})`;
+        throw err;
+      })
+      .finally(() => this.waiters.delete(waiter));
   }
 }
 

@@ -20,6 +20,7 @@
 package backplane
 
 import (
+	"errors"
 	"time"
 )
 
@@ -80,3 +81,108 @@ type NodeInfo struct {
 	LastHeartbeat time.Time
 	Connections   int
 }
+
+// Config configures a Backplane. Zero fields take the defaults documented on
+// each field; withDefaults fills them in, in one place.
+type Config struct {
+	// Prefix starts every key and channel name, so several farms can share
+	// one Redis. Default "hf".
+	Prefix string
+	// NodeID names this node farm-wide. Required; it must not contain ':'
+	// (it is embedded in key names). Two live nodes must never share one.
+	NodeID string
+	// Address is the node's advertised address, stored in its node hash for
+	// operators and tools (informational only).
+	Address string
+	// HeartbeatInterval is how often the node refreshes its heartbeat, and
+	// how often the reaper and the subscription health check run.
+	// Default 2s.
+	HeartbeatInterval time.Duration
+	// DeadAfterMissed is the number of missed heartbeats after which a node
+	// is dead and its connections are removed by a survivor. Default 3.
+	// Node clocks must agree to well within DeadAfterMissed*HeartbeatInterval
+	// (heartbeat scores are the nodes' own clocks).
+	DeadAfterMissed int
+	// PublishQueue is how many publications may wait for the publisher
+	// before Publish blocks (until its ctx ends). Default 65536.
+	PublishQueue int
+	// PublishBatch is the most publications sent in one pipelined round trip.
+	// Default 256.
+	PublishBatch int
+	// Now is the clock for heartbeats and dead-node detection. Default
+	// time.Now.
+	Now func() time.Time
+	// OnNodeDead, if set, is called after this node removed a dead node's
+	// connections from the registry. Exactly one survivor cleans up a given
+	// dead node, so across the farm the hook runs once per death. It runs
+	// on the reaper goroutine: hand long work elsewhere.
+	OnNodeDead func(nodeID string)
+}
+
+// Defaults of Config.
+const (
+	DefaultPrefix            = "hf"
+	DefaultHeartbeatInterval = 2 * time.Second
+	DefaultDeadAfterMissed   = 3
+	DefaultPublishQueue      = 65536
+	DefaultPublishBatch      = 256
+)
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.DeadAfterMissed <= 0 {
+		c.DeadAfterMissed = DefaultDeadAfterMissed
+	}
+	if c.PublishQueue <= 0 {
+		c.PublishQueue = DefaultPublishQueue
+	}
+	if c.PublishBatch <= 0 {
+		c.PublishBatch = DefaultPublishBatch
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// deadAfter is how long a node may go without a heartbeat before it is dead.
+func (c Config) deadAfter() time.Duration {
+	return time.Duration(c.DeadAfterMissed) * c.HeartbeatInterval
+}
+
+// Stats is a snapshot of the backplane's counters, for metrics. Counters
+// only grow; Subscriptions and QueueLen are current values.
+type Stats struct {
+	Published     uint64 // publications Redis accepted
+	PublishErrors uint64 // publications that failed (Redis error, or their ctx ended while queued)
+	Received      uint64 // deliveries handed to the Handler
+	Dropped       uint64 // messages read but not delivered: undecodable, or the Handler panicked
+	Duplicates    uint64 // messages dropped as re-sends of one already delivered (client retries)
+	Reconnects    uint64 // times the subscription connection was lost and re-established
+	Subscriptions int    // channels this node is subscribed to (inbox, all, groups, users)
+	NodeReaps     uint64 // dead nodes this node cleaned up
+	QueueLen      int    // publications waiting for the publisher
+}
+
+// Errors returned by the backplane; match them with errors.Is.
+var (
+	// ErrClosed is returned by every operation after Shutdown began.
+	ErrClosed = errors.New("backplane: closed")
+	// ErrNotStarted is returned by operations that need Start first.
+	ErrNotStarted = errors.New("backplane: not started")
+	// ErrUnknownConnection is returned when a connection id is in the
+	// registry of no node.
+	ErrUnknownConnection = errors.New("backplane: unknown connection")
+	// ErrNoReceiver is returned by a message to a node inbox that no node
+	// was subscribed to: the addressed node is gone (and not yet reaped).
+	ErrNoReceiver = errors.New("backplane: no receiver")
+	// ErrInvalidScope is returned by Publish for a scope it does not fan
+	// out (use PublishConnection for a single connection).
+	ErrInvalidScope = errors.New("backplane: invalid scope")
+)

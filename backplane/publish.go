@@ -1,0 +1,102 @@
+package backplane
+
+import (
+	"context"
+	"fmt"
+)
+
+// Publish fans frame out to the other nodes' local members of a group
+// (ScopeGroup, key = group), a user (ScopeUser, key = user id) or everyone
+// (ScopeAll, key ignored). exclude is a connection id that must not receive
+// it. The caller delivers to its own local members itself; this node never
+// gets its own publication back.
+//
+// frame is opaque (an already serialised hub frame) and is copied before
+// Publish returns. Publish blocks until the pipeline holding the publication
+// ran and returns its error, or ctx's error if ctx ends first (the
+// publication may still go out if it already left the queue). Publications
+// from one node reach every subscriber in call order. Errors wrap the cause
+// (errors.Is works with ErrClosed, context errors and Redis errors).
+func (b *Backplane) Publish(ctx context.Context, scope Scope, key string, frame []byte, exclude string) error {
+	var ch string
+	switch scope {
+	case ScopeGroup:
+		ch = b.k.chGroup(key)
+	case ScopeUser:
+		ch = b.k.chUser(key)
+	case ScopeAll:
+		ch, key = b.k.chAll(), ""
+	default:
+		return fmt.Errorf("backplane: publish: %w %d", ErrInvalidScope, scope)
+	}
+	e := envelope{kind: KindFrame, scope: scope, origin: b.cfg.NodeID, key: key, exclude: exclude}
+	if err := b.pub.publish(ctx, ch, &e, frame, false); err != nil {
+		return fmt.Errorf("backplane: publish: %w", err)
+	}
+	return nil
+}
+
+// PublishConnection sends frame to one connection on another node: it looks
+// up the node holding connID in the registry and sends to that node's
+// inbox. An id no node holds gives ErrUnknownConnection; a holding node that
+// is gone (not yet reaped) gives ErrNoReceiver. The caller short-circuits
+// its own local connections; if connID is on this node anyway, the message
+// comes back through this node's inbox.
+func (b *Backplane) PublishConnection(ctx context.Context, connID string, frame []byte) error {
+	if err := b.toConnection(ctx, KindFrame, connID, "", frame); err != nil {
+		return fmt.Errorf("backplane: publish to connection: %w", err)
+	}
+	return nil
+}
+
+// CloseConnection asks the node holding connID to close it; reason travels
+// in Delivery.Arg. Errors as PublishConnection.
+func (b *Backplane) CloseConnection(ctx context.Context, connID, reason string) error {
+	if err := b.toConnection(ctx, KindClose, connID, reason, nil); err != nil {
+		return fmt.Errorf("backplane: close connection: %w", err)
+	}
+	return nil
+}
+
+func (b *Backplane) toConnection(ctx context.Context, kind Kind, connID, arg string, frame []byte) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
+	node, err := b.connectionNode(ctx, connID)
+	if err != nil {
+		return err
+	}
+	e := envelope{kind: kind, scope: ScopeConnection, origin: b.cfg.NodeID, key: connID, arg: arg}
+	return b.pub.publish(ctx, b.k.chNode(node), &e, frame, true)
+}
+
+// PublishUserMembership tells every node to put its local connections of
+// user into group (join) or take them out (leave): KindJoinGroup or
+// KindLeaveGroup on the user's channel, Key = user, Arg = group. The
+// receiving nodes apply it with JoinGroup/LeaveGroup; the caller applies it
+// to its own local connections itself.
+func (b *Backplane) PublishUserMembership(ctx context.Context, user, group string, join bool) error {
+	kind := KindLeaveGroup
+	if join {
+		kind = KindJoinGroup
+	}
+	e := envelope{kind: kind, scope: ScopeUser, origin: b.cfg.NodeID, key: user, arg: group}
+	if err := b.pub.publish(ctx, b.k.chUser(user), &e, nil, false); err != nil {
+		return fmt.Errorf("backplane: publish user membership: %w", err)
+	}
+	return nil
+}
+
+// PublishNodeControl sends an application control message to one node's
+// inbox (KindControl, ScopeNode, Key = nodeID, Arg = name, Frame = body):
+// the transport for cross-node features such as approvals and client
+// results. A message to this node's own id is delivered back to it. A node
+// that is not subscribed (gone) gives ErrNoReceiver, so callers can fail
+// fast instead of waiting for an answer that cannot come.
+func (b *Backplane) PublishNodeControl(ctx context.Context, nodeID, name string, body []byte) error {
+	e := envelope{kind: KindControl, scope: ScopeNode, origin: b.cfg.NodeID, key: nodeID, arg: name}
+	if err := b.pub.publish(ctx, b.k.chNode(nodeID), &e, body, true); err != nil {
+		return fmt.Errorf("backplane: publish node control %q to %s: %w", name, nodeID, err)
+	}
+	return nil
+}

@@ -1,0 +1,451 @@
+package backplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// localConn is this node's record of one of its connections: what it wrote
+// to the registry, so it can re-write it after Redis lost it and remove it
+// on Shutdown.
+type localConn struct {
+	info       ConnInfo
+	registered bool // RegisterConnection was called (info is known)
+	groups     map[string]struct{}
+}
+
+// goneFor is how long an unregistered connection id is remembered, so that
+// a join racing the connection's end is refused instead of leaving an entry
+// behind.
+const goneFor = time.Minute
+
+func checkConnID(id string) error {
+	if id == "" {
+		return errors.New("empty connection id")
+	}
+	if strings.ContainsRune(id, ':') {
+		return fmt.Errorf("connection id %q must not contain ':'", id)
+	}
+	return nil
+}
+
+// RegisterConnection records a local connection in the farm-wide registry
+// (its hash, the node's and the user's sets) and subscribes the user's
+// channel (reference-counted; confirmed by Redis before it returns), so
+// user-addressed frames from any node reach it once it returns.
+//
+// If Redis fails, the connection stays registered locally: the error is
+// returned, and the heartbeat re-writes the entry once Redis answers again.
+func (b *Backplane) RegisterConnection(ctx context.Context, c ConnInfo) error {
+	if err := b.usable(); err != nil {
+		return fmt.Errorf("backplane: register connection: %w", err)
+	}
+	if err := checkConnID(c.ID); err != nil {
+		return fmt.Errorf("backplane: register connection: %w", err)
+	}
+	b.mu.Lock()
+	lc := b.local[c.ID]
+	if lc == nil {
+		lc = &localConn{groups: map[string]struct{}{}}
+		b.local[c.ID] = lc
+	}
+	lc.info, lc.registered = c, true
+	delete(b.tombstones, c.ID)
+	delete(b.gone, c.ID)
+	b.localVersion++
+	b.mu.Unlock()
+
+	var errs []error
+	if c.User != "" {
+		if err := b.subs.add(ctx, b.k.chUser(c.User), c.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, b.k.conn(c.ID), "node", b.cfg.NodeID, "hub", c.Hub, "user", c.User,
+			"at", ms(c.ConnectedAt), "remote", c.Remote)
+		p.SAdd(ctx, b.k.nodeConns(b.cfg.NodeID), c.ID)
+		if c.User != "" {
+			p.SAdd(ctx, b.k.userConns(c.User), c.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		b.dirty.Store(true)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("backplane: register connection %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// UnregisterConnection removes a local connection from the registry in one
+// transaction: from every group set (groups, plus any this backplane
+// recorded for it), its user's set and the node's set, deleting its hash and
+// groups set. Then it releases its channel references (unsubscribing
+// channels nobody local needs any more). If Redis fails, the removal is
+// retried by the heartbeat.
+func (b *Backplane) UnregisterConnection(ctx context.Context, c ConnInfo, groups []string) error {
+	if err := checkConnID(c.ID); err != nil {
+		return fmt.Errorf("backplane: unregister connection: %w", err)
+	}
+	b.mu.Lock()
+	lc := b.local[c.ID]
+	delete(b.local, c.ID)
+	set := map[string]struct{}{}
+	for _, g := range groups {
+		set[g] = struct{}{}
+	}
+	if lc != nil {
+		for g := range lc.groups {
+			set[g] = struct{}{}
+		}
+		if c.User == "" {
+			c.User = lc.info.User
+		}
+	}
+	b.gone[c.ID] = time.Now()
+	b.localVersion++
+	b.mu.Unlock()
+
+	var err error
+	if b.state.Load() == stateRunning {
+		err = b.removeConn(ctx, c, set)
+		if err != nil {
+			b.mu.Lock()
+			b.tombstones[c.ID] = c
+			b.mu.Unlock()
+		}
+	}
+	for g := range set {
+		b.subs.remove(ctx, b.k.chGroup(g), c.ID)
+	}
+	if c.User != "" {
+		b.subs.remove(ctx, b.k.chUser(c.User), c.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("backplane: unregister connection %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// removeConn is UnregisterConnection's Redis transaction.
+func (b *Backplane) removeConn(ctx context.Context, c ConnInfo, groups map[string]struct{}) error {
+	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		b.queueRemoveConn(ctx, p, c, groups)
+		return nil
+	})
+	return err
+}
+
+func (b *Backplane) queueRemoveConn(ctx context.Context, p redis.Pipeliner, c ConnInfo, groups map[string]struct{}) {
+	for g := range groups {
+		p.SRem(ctx, b.k.group(g), c.ID)
+	}
+	if c.User != "" {
+		p.SRem(ctx, b.k.userConns(c.User), c.ID)
+	}
+	p.SRem(ctx, b.k.nodeConns(b.cfg.NodeID), c.ID)
+	p.Del(ctx, b.k.conn(c.ID), b.k.connGroups(c.ID))
+}
+
+// JoinGroup adds a local connection to group: it takes a reference on the
+// group channel (the first one subscribes it) and returns only after Redis
+// confirmed that subscription, so any publication to the group made after
+// JoinGroup returns reaches the connection. It also adds the connection to
+// the group's registry set and the group to the connection's set.
+//
+// Joins and leaves of one group are serialised. On error the membership is
+// still recorded locally (the hub keeps delivering locally, and the
+// subscription and registry entries are restored when Redis answers again);
+// LeaveGroup or UnregisterConnection undo it.
+//
+// JoinGroup must not be called from the Handler: the confirmation is read
+// by the goroutine that runs the Handler.
+func (b *Backplane) JoinGroup(ctx context.Context, connID, group string) error {
+	if err := b.usable(); err != nil {
+		return fmt.Errorf("backplane: join group: %w", err)
+	}
+	if err := checkConnID(connID); err != nil {
+		return fmt.Errorf("backplane: join group: %w", err)
+	}
+	b.mu.Lock()
+	if _, gone := b.gone[connID]; gone {
+		b.mu.Unlock()
+		return fmt.Errorf("backplane: join group %q: connection %s ended: %w", group, connID, ErrUnknownConnection)
+	}
+	lc := b.local[connID]
+	if lc == nil {
+		// Joined before RegisterConnection finished: keep the membership;
+		// RegisterConnection fills in the rest.
+		lc = &localConn{info: ConnInfo{ID: connID}, groups: map[string]struct{}{}}
+		b.local[connID] = lc
+	}
+	lc.groups[group] = struct{}{}
+	b.localVersion++
+	b.mu.Unlock()
+
+	var errs []error
+	if err := b.subs.add(ctx, b.k.chGroup(group), connID); err != nil {
+		errs = append(errs, err)
+	}
+	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, b.k.group(group), connID)
+		p.SAdd(ctx, b.k.connGroups(connID), group)
+		return nil
+	})
+	if err != nil {
+		b.dirty.Store(true)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("backplane: join group %q: %w", group, err)
+	}
+	return nil
+}
+
+// LeaveGroup removes a local connection from group: from the registry sets,
+// and from the group channel's references (the last one unsubscribes). If
+// Redis fails the local membership is gone anyway and the heartbeat
+// re-writes the registry.
+func (b *Backplane) LeaveGroup(ctx context.Context, connID, group string) error {
+	if err := b.usable(); err != nil {
+		return fmt.Errorf("backplane: leave group: %w", err)
+	}
+	if err := checkConnID(connID); err != nil {
+		return fmt.Errorf("backplane: leave group: %w", err)
+	}
+	b.mu.Lock()
+	if lc := b.local[connID]; lc != nil {
+		delete(lc.groups, group)
+	}
+	b.localVersion++
+	b.mu.Unlock()
+
+	b.subs.remove(ctx, b.k.chGroup(group), connID)
+	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SRem(ctx, b.k.group(group), connID)
+		p.SRem(ctx, b.k.connGroups(connID), group)
+		return nil
+	})
+	if err != nil {
+		b.dirty.Store(true)
+		return fmt.Errorf("backplane: leave group %q: %w", group, err)
+	}
+	return nil
+}
+
+// GroupMembers lists the connection ids in group, farm-wide, sorted.
+func (b *Backplane) GroupMembers(ctx context.Context, group string) ([]string, error) {
+	return b.members(ctx, "group members", b.k.group(group))
+}
+
+// UserConnections lists user's connection ids, farm-wide, sorted.
+func (b *Backplane) UserConnections(ctx context.Context, user string) ([]string, error) {
+	return b.members(ctx, "user connections", b.k.userConns(user))
+}
+
+// ConnectionGroups lists the groups of a connection (on any node), sorted.
+func (b *Backplane) ConnectionGroups(ctx context.Context, connID string) ([]string, error) {
+	return b.members(ctx, "connection groups", b.k.connGroups(connID))
+}
+
+func (b *Backplane) members(ctx context.Context, op, key string) ([]string, error) {
+	m, err := b.rdb.SMembers(ctx, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("backplane: %s: %w", op, err)
+	}
+	slices.Sort(m)
+	return m, nil
+}
+
+// Connection returns the registry entry of a connection on any node; ok is
+// false if no node holds it.
+func (b *Backplane) Connection(ctx context.Context, connID string) (ConnInfo, bool, error) {
+	h, err := b.rdb.HGetAll(ctx, b.k.conn(connID)).Result()
+	if err != nil {
+		return ConnInfo{}, false, fmt.Errorf("backplane: connection: %w", err)
+	}
+	if len(h) == 0 {
+		return ConnInfo{}, false, nil
+	}
+	return ConnInfo{
+		ID: connID, Hub: h["hub"], User: h["user"], Remote: h["remote"],
+		ConnectedAt: parseMs(h["at"]),
+	}, true, nil
+}
+
+// connectionNode returns the node holding connID, or ErrUnknownConnection.
+func (b *Backplane) connectionNode(ctx context.Context, connID string) (string, error) {
+	node, err := b.rdb.HGet(ctx, b.k.conn(connID), "node").Result()
+	if errors.Is(err, redis.Nil) || (err == nil && node == "") {
+		return "", fmt.Errorf("connection %s: %w", connID, ErrUnknownConnection)
+	}
+	return node, err
+}
+
+// Nodes lists the live nodes (heartbeat within DeadAfterMissed intervals),
+// sorted by id.
+func (b *Backplane) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	cutoff := b.cfg.Now().Add(-b.cfg.deadAfter()).UnixMilli()
+	zs, err := b.rdb.ZRangeByScoreWithScores(ctx, b.k.nodes(), &redis.ZRangeBy{
+		Min: strconv.FormatInt(cutoff, 10), Max: "+inf",
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("backplane: nodes: %w", err)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(zs))
+	if len(zs) > 0 {
+		_, err = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, z := range zs {
+				cmds[i] = p.HGetAll(ctx, b.k.node(z.Member.(string)))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("backplane: nodes: %w", err)
+		}
+	}
+	out := make([]NodeInfo, 0, len(zs))
+	for i, z := range zs {
+		h := cmds[i].Val()
+		n, _ := strconv.Atoi(h["conns"])
+		out = append(out, NodeInfo{
+			ID:            z.Member.(string),
+			Address:       h["address"],
+			Started:       parseMs(h["started"]),
+			LastHeartbeat: time.UnixMilli(int64(z.Score)),
+			Connections:   n,
+		})
+	}
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// resync re-writes every local connection's registry entry (scriptReconcileConn),
+// after Redis lost data or a registry write failed. If the local registry
+// changed meanwhile, the next heartbeat runs it again.
+func (b *Backplane) resync(ctx context.Context) error {
+	b.mu.Lock()
+	version := b.localVersion
+	argv := make([][]any, 0, len(b.local))
+	for id, lc := range b.local {
+		a := []any{b.cfg.Prefix, b.cfg.NodeID, id, lc.info.Hub, lc.info.User, ms(lc.info.ConnectedAt), lc.info.Remote}
+		for g := range lc.groups {
+			a = append(a, g)
+		}
+		argv = append(argv, a)
+	}
+	b.mu.Unlock()
+	for chunk := range slices.Chunk(argv, b.cfg.PublishBatch) {
+		if _, err := runScripts(ctx, b.rdb, scriptReconcileConn, chunk); err != nil {
+			b.dirty.Store(true)
+			return fmt.Errorf("backplane: resync: %w", err)
+		}
+	}
+	b.mu.Lock()
+	if b.localVersion != version {
+		b.dirty.Store(true)
+	}
+	b.mu.Unlock()
+	return nil
+}
+
+// retryTombstones retries the Redis cleanup of unregistered connections
+// whose UnregisterConnection failed, and forgets old gone ids.
+func (b *Backplane) retryTombstones(ctx context.Context) error {
+	b.mu.Lock()
+	for id, at := range b.gone {
+		if time.Since(at) > goneFor {
+			delete(b.gone, id)
+		}
+	}
+	ids := make([]string, 0, len(b.tombstones))
+	argv := make([][]any, 0, len(b.tombstones))
+	for id := range b.tombstones {
+		ids = append(ids, id)
+		argv = append(argv, []any{b.cfg.Prefix, b.cfg.NodeID, id, 0, "1"})
+	}
+	b.mu.Unlock()
+	if len(argv) == 0 {
+		return nil
+	}
+	if _, err := runScripts(ctx, b.rdb, scriptRemoveConn, argv); err != nil {
+		return fmt.Errorf("backplane: retry unregister: %w", err)
+	}
+	b.mu.Lock()
+	for _, id := range ids {
+		if _, live := b.local[id]; !live {
+			delete(b.tombstones, id)
+		}
+	}
+	b.mu.Unlock()
+	return nil
+}
+
+// purgeLeftovers removes connections a previous process with this node id
+// left in the registry (it crashed and this one started before a survivor
+// reaped it).
+func (b *Backplane) purgeLeftovers(ctx context.Context) error {
+	ids, err := b.rdb.SMembers(ctx, b.k.nodeConns(b.cfg.NodeID)).Result()
+	if err != nil {
+		return fmt.Errorf("read leftovers: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	argv := make([][]any, len(ids))
+	for i, id := range ids {
+		argv[i] = []any{b.cfg.Prefix, b.cfg.NodeID, id, 0, "1"}
+	}
+	for chunk := range slices.Chunk(argv, b.cfg.PublishBatch) {
+		if _, err := runScripts(ctx, b.rdb, scriptRemoveConn, chunk); err != nil {
+			return fmt.Errorf("remove leftovers: %w", err)
+		}
+	}
+	b.log.Info("removed connections left by an earlier process with this node id", "count", len(ids))
+	return nil
+}
+
+// deregister removes every local connection (and those whose earlier
+// removal failed) with scriptRemoveConn, then the node's own keys. If the
+// connections could not all be removed, the node entry stays so that a
+// survivor's reaper finishes the job.
+func (b *Backplane) deregister(ctx context.Context) error {
+	b.mu.Lock()
+	argv := make([][]any, 0, len(b.local)+len(b.tombstones))
+	for id := range b.local {
+		argv = append(argv, []any{b.cfg.Prefix, b.cfg.NodeID, id, 0, "1"})
+	}
+	for id := range b.tombstones {
+		if _, live := b.local[id]; !live {
+			argv = append(argv, []any{b.cfg.Prefix, b.cfg.NodeID, id, 0, "1"})
+		}
+	}
+	b.local = map[string]*localConn{}
+	clear(b.tombstones)
+	b.mu.Unlock()
+
+	for chunk := range slices.Chunk(argv, b.cfg.PublishBatch) {
+		if _, err := runScripts(ctx, b.rdb, scriptRemoveConn, chunk); err != nil {
+			return fmt.Errorf("remove connections (the reaper will): %w", err)
+		}
+	}
+	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, b.k.node(b.cfg.NodeID), b.k.nodeConns(b.cfg.NodeID))
+		p.ZRem(ctx, b.k.nodes(), b.cfg.NodeID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove node: %w", err)
+	}
+	return nil
+}

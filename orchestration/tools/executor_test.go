@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -399,4 +400,20 @@ func TestExecuteRecoversPanics(t *testing.T) {
 	e2 := &Executor{cfg: e.cfg, sb: &sandbox{rootAbs: e.sb.rootAbs, rootReal: e.sb.rootReal}}
 	r := e2.Execute(context.Background(), Call{ToolName: "read_file", Parameters: map[string]any{"file_path": "secret.txt"}})
 	wantFail(t, r, "internal error")
+}
+
+func TestConfineDir(t *testing.T) {
+	root := t.TempDir()
+	real, _ := filepath.EvalSymlinks(root)
+	if d, err := ConfineDir(root, "a/b"); err != nil || d != filepath.Join(real, "a", "b") {
+		t.Fatalf("%q %v", d, err)
+	}
+	if d, err := ConfineDir(root, ""); err != nil || d != real {
+		t.Fatalf("%q %v", d, err)
+	}
+	for _, bad := range []string{"..", "/etc", "a/../../b"} {
+		if _, err := ConfineDir(root, bad); !errors.Is(err, ErrOutsideSandbox) {
+			t.Fatalf("ConfineDir(%q): %v", bad, err)
+		}
+	}
 }

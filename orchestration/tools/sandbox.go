@@ -213,3 +213,20 @@ func (sb *sandbox) path(s *session, p string) (string, error) {
 	}
 	return rel, nil
 }
+
+// ConfineDir resolves dir — relative to root, or absolute inside it; ""
+// is root itself — to an absolute path with symbolic links resolved. It
+// fails with ErrOutsideSandbox when dir escapes root (by "..", an absolute
+// path or a link). dir need not exist; root must.
+func ConfineDir(root, dir string) (string, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", fmt.Errorf("tools: sandbox root %q: %w", root, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("tools: resolve sandbox root: %w", err)
+	}
+	sb := &sandbox{rootAbs: filepath.Clean(abs), rootReal: real}
+	return sb.confine(real, dir, "sandbox root")
+}

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
+	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/orchestratorchat/hubfarm/orchestration/session"
 )
@@ -41,7 +42,9 @@ const (
 // Deps are what the hubs need.
 type Deps struct {
 	Sessions *session.Store
-	Logger   *slog.Logger
+	// Engine runs plans; nil leaves the orchestration methods out.
+	Engine *orchestration.Engine
+	Logger *slog.Logger
 	// Dev enables diagnostics meant for development and tests only
 	// (DebugClose).
 	Dev bool
@@ -72,6 +75,9 @@ func Register(node *hubnode.Node, deps Deps) *Hubs {
 		hub.OnConnected(h.rejoinSessions)
 		h.registerSessionMethods(hub)
 		h.registerDiagnostics(hub)
+	}
+	if deps.Engine != nil {
+		h.registerOrchestration(h.Orchestrator)
 	}
 	h.Orchestrator.OnConnected(func(c *hubnode.Conn) {
 		_ = sendTo(c, contract.TargetConnected, contract.ConnectionInfo{

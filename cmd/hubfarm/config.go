@@ -1,0 +1,118 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// flagSet wraps flag.FlagSet so that every flag also reads its default from
+// HUBFARM_<NAME> (upper case, dashes as underscores). The flag on the command
+// line wins over the environment, which wins over the built-in default.
+type flagSet struct {
+	*flag.FlagSet
+	envErrs []string
+}
+
+func newFlagSet(name string, stderr io.Writer) *flagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return &flagSet{FlagSet: fs}
+}
+
+func envName(flagName string) string {
+	return "HUBFARM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (f *flagSet) env(name string) (string, bool) {
+	return os.LookupEnv(envName(name))
+}
+
+func (f *flagSet) String(p *string, name, def, usage string) {
+	if v, ok := f.env(name); ok {
+		def = v
+	}
+	f.StringVar(p, name, def, usage+" ["+envName(name)+"]")
+}
+
+func (f *flagSet) Int(p *int, name string, def int, usage string) {
+	if v, ok := f.env(name); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Sprintf("%s=%q is not an integer", envName(name), v))
+		} else {
+			def = n
+		}
+	}
+	f.IntVar(p, name, def, usage+" ["+envName(name)+"]")
+}
+
+func (f *flagSet) Bool(p *bool, name string, def bool, usage string) {
+	if v, ok := f.env(name); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Sprintf("%s=%q is not a boolean", envName(name), v))
+		} else {
+			def = b
+		}
+	}
+	f.BoolVar(p, name, def, usage+" ["+envName(name)+"]")
+}
+
+func (f *flagSet) Duration(p *time.Duration, name string, def time.Duration, usage string) {
+	if v, ok := f.env(name); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Sprintf("%s=%q is not a duration", envName(name), v))
+		} else {
+			def = d
+		}
+	}
+	f.DurationVar(p, name, def, usage+" ["+envName(name)+"]")
+}
+
+// parse parses args and reports environment variables that did not parse.
+func (f *flagSet) parse(args []string) error {
+	if err := f.Parse(args); err != nil {
+		return errUsage
+	}
+	if len(f.envErrs) > 0 {
+		return fmt.Errorf("environment: %s", strings.Join(f.envErrs, "; "))
+	}
+	if f.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", f.Args())
+	}
+	return nil
+}
+
+// nodeFlags are the settings shared by serve and dev.
+type nodeFlags struct {
+	prefix            string
+	logLevel          string
+	logFormat         string
+	devTrustUserParam bool
+	heartbeat         time.Duration
+	drainWindow       time.Duration
+	maxMessageSize    int
+	sendQueueBytes    int
+	sendQueueFrames   int
+	keepAlive         time.Duration
+	clientTimeout     time.Duration
+}
+
+func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
+	f.String(&n.prefix, "prefix", "hf", "prefix of every Redis key and channel (several farms can share one Redis)")
+	f.String(&n.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.String(&n.logFormat, "log-format", defaultLogFormat, "log format: json or text")
+	f.Duration(&n.heartbeat, "heartbeat", 2*time.Second, "node heartbeat interval; a node silent for 3 intervals is dead")
+	f.Duration(&n.drainWindow, "drain-window", 10*time.Second, "on SIGTERM, spread closing connections (with allowReconnect) over this window")
+	f.Int(&n.maxMessageSize, "max-message-size", 100<<10, "maximum size in bytes of one incoming WebSocket message")
+	f.Int(&n.sendQueueBytes, "send-queue-bytes", 1<<20, "bytes queued for one connection before it is closed as a slow consumer")
+	f.Int(&n.sendQueueFrames, "send-queue-frames", 4096, "records queued for one connection before it is closed as a slow consumer")
+	f.Duration(&n.keepAlive, "keep-alive", 15*time.Second, "send a Ping to a connection idle for this long")
+	f.Duration(&n.clientTimeout, "client-timeout", 30*time.Second, "close a connection silent for this long")
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orchestratorchat/hubfarm/hubnode"
+	"github.com/orchestratorchat/hubfarm/internal/farm"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlagSet("serve", stderr)
+	var (
+		nf          nodeFlags
+		listen      string
+		redisURL    string
+		nodeID      string
+		tokenSecret string
+	)
+	f.String(&listen, "listen", ":8080", "HTTP listen address (hubs, /metrics, /healthz, /readyz)")
+	f.String(&redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
+	f.String(&nodeID, "node-id", "", "node id, unique in the farm (default: a random id)")
+	f.String(&tokenSecret, "token-secret", "", "secret signing negotiate connection tokens; every node of a farm shares it (default: one kept in Redis for the farm)")
+	f.Bool(&nf.devTrustUserParam, "dev-trust-user-param", false, "take the connection's user from the `user` query parameter (development only, no authentication)")
+	nf.register(f, "json")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, nf.logFormat, nf.logLevel)
+	if err != nil {
+		return err
+	}
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := rdb.Ping(startCtx).Err(); err != nil {
+		return fmt.Errorf("redis %s: %w", opts.Addr, err)
+	}
+	node, err := farm.StartNode(startCtx, farm.NodeConfig{
+		NodeID: nodeID, Listen: listen, Prefix: nf.prefix, TokenSecret: []byte(tokenSecret),
+		DevTrustUserParam: nf.devTrustUserParam, HeartbeatInterval: nf.heartbeat, DrainWindow: nf.drainWindow,
+		Hub: nf.hubConfig(), Logger: log,
+	}, rdb)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "hubfarm node %s serving on %s\n", node.ID, node.URL())
+	<-ctx.Done()
+	log.Info("shutting down", "drain_window", nf.drainWindow)
+	shutCtx, cancel2 := context.WithTimeout(context.Background(), nf.drainWindow+15*time.Second)
+	defer cancel2()
+	if err := node.Shutdown(shutCtx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func (n *nodeFlags) hubConfig() hubnode.Config {
+	return hubnode.Config{
+		MaxMessageSize:    int64(n.maxMessageSize),
+		SendQueueBytes:    n.sendQueueBytes,
+		SendQueueFrames:   n.sendQueueFrames,
+		KeepAliveInterval: n.keepAlive,
+		ClientTimeout:     n.clientTimeout,
+	}
+}

@@ -1,0 +1,97 @@
+package hubs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/orchestratorchat/hubfarm/hubnode"
+	"github.com/orchestratorchat/hubfarm/orchestration"
+	"github.com/orchestratorchat/hubfarm/orchestration/contract"
+	"github.com/orchestratorchat/hubfarm/orchestration/session"
+)
+
+// EngineSessions adapts the session store to what the orchestration engine
+// needs: existence, emitting recorded events, and the membership check the
+// engine applies to every plan method.
+type EngineSessions struct{ Store *session.Store }
+
+// Exists implements orchestration.Sessions.
+func (s EngineSessions) Exists(ctx context.Context, id string) (bool, error) {
+	return s.Store.Exists(ctx, id)
+}
+
+// Emit implements orchestration.Sessions.
+func (s EngineSessions) Emit(ctx context.Context, id string, caller orchestration.Caller, target string, payload any) error {
+	_, err := s.Store.Emit(ctx, id, caller.ConnectionID, target, payload)
+	return err
+}
+
+// CanUse implements orchestration.SessionAuthorizer: members only.
+func (s EngineSessions) CanUse(ctx context.Context, id string, caller orchestration.Caller) (bool, error) {
+	return s.Store.IsMember(ctx, id, caller.User)
+}
+
+func callerOf(call *hubnode.Call) orchestration.Caller {
+	return orchestration.Caller{ConnectionID: call.ConnectionID(), User: call.User()}
+}
+
+// engineError turns an engine error into a Completion error whose text is
+// safe to show, "CODE: message".
+func engineError(err error) error {
+	var e *orchestration.Error
+	if errors.As(err, &e) {
+		return &hubnode.HubError{Message: e.Code + ": " + e.Message, Err: err}
+	}
+	return err
+}
+
+func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
+	e := h.deps.Engine
+	hub.Method("CreateOrchestrationPlan", func(call *hubnode.Call, req contract.CreatePlanRequest) (contract.OrchestrationPlan, error) {
+		plan, err := e.CreatePlan(call.Context(), callerOf(call), req)
+		if err != nil {
+			return contract.OrchestrationPlan{}, engineError(err)
+		}
+		return plan, nil
+	})
+	hub.Method("ExecutePlan", func(call *hubnode.Call, planID string) error {
+		err := e.ExecutePlan(call.Context(), callerOf(call), planID)
+		if err != nil {
+			h.receiveError(call, orchestration.CodeOf(err), err.Error(), "", "")
+			return engineError(err)
+		}
+		h.deps.Logger.Info("plan execution started", "audit", true, "user", call.User(), "plan", planID, "conn", call.ConnectionID())
+		return nil
+	})
+	// SendOrchestrationMessage builds and starts a plan; as in the original
+	// hub, a request that cannot be planned is reported with ReceiveError
+	// and the call itself still succeeds.
+	hub.Method("SendOrchestrationMessage", func(call *hubnode.Call, req contract.OrchestrationMessageRequest) error {
+		plan, err := e.SendOrchestrationMessage(call.Context(), callerOf(call), req)
+		if err != nil {
+			var ee *orchestration.Error
+			if !errors.As(err, &ee) {
+				return fmt.Errorf("send orchestration message: %w", err)
+			}
+			h.receiveError(call, ee.Code, ee.Message, req.SessionID, "")
+			return nil
+		}
+		h.deps.Logger.Info("plan execution started", "audit", true, "user", call.User(), "plan", plan.ID, "session", req.SessionID, "conn", call.ConnectionID())
+		return nil
+	})
+	hub.Method("CancelExecution", func(call *hubnode.Call, planID string) error {
+		if err := e.CancelExecution(call.Context(), callerOf(call), planID); err != nil {
+			return engineError(err)
+		}
+		h.deps.Logger.Info("plan cancelled", "audit", true, "user", call.User(), "plan", planID, "conn", call.ConnectionID())
+		return nil
+	})
+	hub.Method("GetPlan", func(call *hubnode.Call, planID string) (contract.PlanState, error) {
+		st, err := e.GetPlan(call.Context(), callerOf(call), planID)
+		if err != nil {
+			return contract.PlanState{}, engineError(err)
+		}
+		return st, nil
+	})
+}

@@ -1,0 +1,287 @@
+// Package farm assembles one hub node from its parts — the hub runtime, the
+// backplane, the session store, the hubs and the HTTP endpoints — so that the
+// command line, the development farm and the multi-node tests start nodes the
+// same way.
+package farm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orchestratorchat/hubfarm/backplane"
+	"github.com/orchestratorchat/hubfarm/hubnode"
+	"github.com/orchestratorchat/hubfarm/hubnode/hubs"
+	"github.com/orchestratorchat/hubfarm/metrics"
+	"github.com/orchestratorchat/hubfarm/orchestration"
+	"github.com/orchestratorchat/hubfarm/orchestration/contract"
+	"github.com/orchestratorchat/hubfarm/orchestration/session"
+)
+
+// NodeConfig configures one node. Zero fields take the defaults noted.
+type NodeConfig struct {
+	// NodeID names the node farm-wide. Default: a random id.
+	NodeID string
+	// Listen is the HTTP listen address. Default "127.0.0.1:0".
+	Listen string
+	// Prefix of every Redis key and channel. Default "hf".
+	Prefix string
+	// TokenSecret signs negotiate connection tokens. Default: a secret
+	// created once per farm and shared through Redis, so every node of the
+	// farm accepts every other node's tokens.
+	TokenSecret []byte
+	// DevTrustUserParam trusts the `user` query parameter (development).
+	DevTrustUserParam bool
+	// Dev enables development diagnostics (DebugClose).
+	Dev bool
+	// HeartbeatInterval of the backplane. Default 2s.
+	HeartbeatInterval time.Duration
+	// DrainWindow spreads the closing of connections on Shutdown. Default 0.
+	DrainWindow time.Duration
+	// Workers is the number of orchestration job workers on this node.
+	// Default 4; NoWorkers makes the node serve the API only.
+	Workers   int
+	NoWorkers bool
+	// Engine tunes the orchestration engine (timeouts, retries); Prefix,
+	// NodeID and Workers are filled in from the fields above.
+	Engine orchestration.Config
+	// Agents is the agent catalogue. Default: DefaultAgents().
+	Agents orchestration.AgentCatalog
+	// Hub tunes the node runtime (timeouts, queue bounds); NodeID,
+	// TokenSecret and Logger are filled in from the fields above.
+	Hub hubnode.Config
+	// Logger receives the node's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Node is a running hub node.
+type Node struct {
+	ID       string
+	Hub      *hubnode.Node
+	Hubs     *hubs.Hubs
+	BP       *backplane.Backplane
+	Sessions *session.Store
+	Engine   *orchestration.Engine
+	Registry *prometheus.Registry
+
+	cfg      NodeConfig
+	rdb      redis.UniversalClient
+	log      *slog.Logger
+	listener net.Listener
+	server   *http.Server
+	serveErr chan error
+	stopOnce sync.Once
+}
+
+// URL is the node's base URL (http://host:port).
+func (n *Node) URL() string { return "http://" + n.listener.Addr().String() }
+
+// Addr is the node's listen address.
+func (n *Node) Addr() string { return n.listener.Addr().String() }
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// FarmTokenSecret returns the farm's shared connection-token secret, creating
+// it in Redis on first use (SET NX: every node agrees on the first one).
+func FarmTokenSecret(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]byte, error) {
+	key := prefix + ":token-secret"
+	if _, err := rdb.SetNX(ctx, key, randomID(32), 0).Result(); err != nil {
+		return nil, fmt.Errorf("farm: token secret: %w", err)
+	}
+	s, err := rdb.Get(ctx, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("farm: token secret: %w", err)
+	}
+	return []byte(s), nil
+}
+
+// StartNode builds and starts a node on rdb and begins serving HTTP.
+func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (*Node, error) {
+	if cfg.NodeID == "" {
+		cfg.NodeID = "node-" + randomID(4)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "hf"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger.With("node", cfg.NodeID)
+	if len(cfg.TokenSecret) == 0 {
+		secret, err := FarmTokenSecret(ctx, rdb, cfg.Prefix)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TokenSecret = secret
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hcfg := cfg.Hub
+	hcfg.NodeID, hcfg.TokenSecret, hcfg.Logger = cfg.NodeID, cfg.TokenSecret, cfg.Logger
+	hcfg.DevTrustUserParam = hcfg.DevTrustUserParam || cfg.DevTrustUserParam
+	hn, err := hubnode.New(hcfg, metrics.NewNode(reg))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("farm: listen %s: %w", cfg.Listen, err)
+	}
+	bp, err := backplane.New(rdb, backplane.Config{
+		Prefix: cfg.Prefix, NodeID: cfg.NodeID, Address: ln.Addr().String(),
+		HeartbeatInterval: cfg.HeartbeatInterval,
+	}, hn.HandleDelivery, cfg.Logger)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	hn.SetBackplane(bp)
+	store := session.NewStore(rdb, hn, session.Config{Prefix: cfg.Prefix})
+	if cfg.Agents == nil {
+		cfg.Agents = DefaultAgents()
+	}
+	ecfg := cfg.Engine
+	ecfg.Prefix, ecfg.NodeID = cfg.Prefix, cfg.NodeID
+	switch {
+	case cfg.NoWorkers:
+		ecfg.Workers = 0
+	case cfg.Workers > 0:
+		ecfg.Workers = cfg.Workers
+	default:
+		ecfg.Workers = 4
+	}
+	engine, err := orchestration.New(ecfg, rdb, hubs.EngineSessions{Store: store}, cfg.Agents, log)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("farm: orchestration engine: %w", err)
+	}
+	hh := hubs.Register(hn, hubs.Deps{Sessions: store, Engine: engine, Logger: log, Dev: cfg.Dev})
+
+	if err := bp.Start(ctx); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("farm: start backplane: %w", err)
+	}
+	if err := hn.Start(); err != nil {
+		ln.Close()
+		_ = bp.Shutdown(ctx)
+		return nil, err
+	}
+	if err := engine.Start(ctx); err != nil {
+		ln.Close()
+		hn.Abort()
+		_ = bp.Shutdown(ctx)
+		return nil, fmt.Errorf("farm: start engine: %w", err)
+	}
+	n := &Node{ID: cfg.NodeID, Hub: hn, Hubs: hh, BP: bp, Sessions: store, Engine: engine, Registry: reg,
+		cfg: cfg, rdb: rdb, log: log, listener: ln, serveErr: make(chan error, 1)}
+	n.server = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { n.serveErr <- n.server.Serve(ln) }()
+	log.Info("node serving", "addr", ln.Addr().String())
+	return n, nil
+}
+
+func (n *Node) routes() http.Handler {
+	r := gin.New()
+	r.Use(gin.Recovery())
+	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+	r.GET("/readyz", func(c *gin.Context) {
+		if err := n.Ready(c.Request.Context()); err != nil {
+			c.String(http.StatusServiceUnavailable, "not ready: %v", err)
+			return
+		}
+		c.String(http.StatusOK, "ready")
+	})
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{Registry: n.Registry})))
+	n.Hub.Routes(r)
+	return r
+}
+
+// Ready reports whether the node can serve: not draining, and Redis and the
+// node's pub/sub subscription answer end to end.
+func (n *Node) Ready(ctx context.Context) error {
+	if n.Hub.Draining() {
+		return errors.New("draining")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return n.BP.Ready(ctx)
+}
+
+// Shutdown drains the node gracefully, in this order: not ready first (the
+// hub node's draining flag), no new connections, existing ones closed with
+// allowReconnect over the drain window; then the engine stops taking jobs
+// and finishes or releases running ones; then the HTTP server stops and the
+// backplane deregisters the node.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var errs []error
+	n.stopOnce.Do(func() {
+		if err := n.Hub.Drain(ctx, n.cfg.DrainWindow); err != nil {
+			errs = append(errs, err)
+		}
+		if err := n.Hub.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if err := n.Engine.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if err := n.server.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if err := n.BP.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Kill stops the node the way a crash does: its Redis client is closed first,
+// so nothing is cleaned up in Redis (its connections, heartbeat and group
+// memberships stay behind for the survivors' reaper), then its sockets and
+// listener are dropped without Close records. The node owns rdb after
+// StartNode only for this purpose.
+func (n *Node) Kill() {
+	n.stopOnce.Do(func() {
+		_ = n.rdb.Close()
+		_ = n.server.Close()
+		n.Hub.Abort()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = n.Engine.Shutdown(ctx)
+		_ = n.BP.Shutdown(ctx)
+	})
+}
+
+// DefaultAgents is the catalogue of a node started without one: two
+// deterministic scripted agents, enough for demos and tests.
+func DefaultAgents() *orchestration.MemoryCatalog {
+	c := orchestration.NewMemoryCatalog()
+	for _, a := range []struct{ id, name, desc string }{
+		{"scripted-writer", "Writer (scripted)", "Deterministic demo agent that drafts text"},
+		{"scripted-reviewer", "Reviewer (scripted)", "Deterministic demo agent that reviews text"},
+	} {
+		c.Add(contract.AgentInfo{ID: a.id, Name: a.name, Type: contract.AgentTypeCustom, Description: a.desc,
+			Status: contract.AgentStatusReady}, &orchestration.Scripted{Chunks: 3})
+	}
+	return c
+}

@@ -95,6 +95,7 @@ type commandBackend struct {
 
 func newCommandBackend(id string, c CommandSpec, workingDir string, opts Options) (*commandBackend, error) {
 	c = c.withDefaults()
+	opts = opts.withDefaults()
 	if strings.TrimSpace(c.Path) == "" {
 		return nil, field("command.path", "required")
 	}

@@ -95,6 +95,7 @@ type openAIBackend struct {
 
 func newOpenAIBackend(id string, c OpenAISpec, opts Options) (*openAIBackend, error) {
 	c = c.withDefaults()
+	opts = opts.withDefaults()
 	if c.Model == "" {
 		return nil, field("openai.model", "required")
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/orchestratorchat/hubfarm/orchestration/tools"
 )
@@ -321,13 +322,26 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 	return 0
 }
 
-// scrub removes the API key from an error text, in case a server echoed
-// it.
+// scrubText removes the API key from text a server sent, in case it
+// echoes it: server text is the only way the key could reach an error.
+func scrubText(s, key string) string {
+	if key == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, key, "[redacted]")
+}
+
+// scrub is the last line of defence: an error whose text still holds the
+// key is replaced by its redacted text (keeping permanence).
 func scrub(err error, key string) error {
 	if key == "" || err == nil || !strings.Contains(err.Error(), key) {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), key, "[redacted]"))
+	red := errors.New(scrubText(err.Error(), key))
+	if orchestration.IsPermanent(err) {
+		return permanent(red)
+	}
+	return red
 }
 
 // attempt makes one request. retry says whether another attempt may help;
@@ -361,7 +375,7 @@ func (b *openAIBackend) attempt(ctx context.Context, body []byte, key string, re
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		msg := errorMessage(resp.Body)
+		msg := scrubText(errorMessage(resp.Body), key)
 		aerr := fmt.Errorf("agent %s: %w", b.id, &apiError{status: resp.StatusCode, message: msg})
 		if retryable(resp.StatusCode) {
 			return res, true, retryAfter(resp.Header, b.opts.Now()), aerr
@@ -370,7 +384,7 @@ func (b *openAIBackend) attempt(ctx context.Context, body []byte, key string, re
 	}
 	idle.Reset(b.cfg.IdleTimeout)
 	body2 := &idleReader{r: resp.Body, reset: func() { idle.Reset(b.cfg.IdleTimeout) }}
-	res, started, err := b.stream(body2, req, emit)
+	res, started, err := b.stream(body2, req, key, emit)
 	if err != nil {
 		if context.Cause(actx) == errIdle {
 			err = fmt.Errorf("agent %s: the stream stalled (no data for %s)", b.id, b.cfg.IdleTimeout)
@@ -427,7 +441,7 @@ type toolAcc struct {
 
 // stream reads the event stream. started reports whether any output was
 // emitted.
-func (b *openAIBackend) stream(body io.Reader, req Request, emit func(Chunk)) (res Result, started bool, err error) {
+func (b *openAIBackend) stream(body io.Reader, req Request, key string, emit func(Chunk)) (res Result, started bool, err error) {
 	sr := newSSEReader(body, maxSSELine)
 	calls := map[int]*toolAcc{}
 	events := 0
@@ -463,7 +477,7 @@ func (b *openAIBackend) stream(body io.Reader, req Request, emit func(Chunk)) (r
 		if c.Error != nil || ev.Event == "error" {
 			msg := "unspecified error"
 			if c.Error != nil && c.Error.Message != "" {
-				msg = c.Error.Message
+				msg = scrubText(c.Error.Message, key)
 			}
 			return res, started, fmt.Errorf("agent %s: the server reported an error mid-stream: %s", b.id, msg)
 		}

@@ -2,6 +2,7 @@ package backplane
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -21,8 +22,8 @@ type publisher struct {
 	pool  sync.Pool // *pubItem, reused only after its caller got the result
 	batch int
 
-	ctx    context.Context // pipelines; cancelled when a drain runs out of time
-	cancel context.CancelFunc
+	ctx     context.Context // pipelines; cancelled when a drain runs out of time
+	cancel  context.CancelFunc
 	quit    chan struct{} // closed: drain the queue, then exit
 	done    chan struct{} // closed when the goroutine exited
 	started bool          // set by start, read by stop (both under Backplane.lifeMu ordering)
@@ -110,7 +111,11 @@ func (p *publisher) publish(ctx context.Context, ch string, e *envelope, frame [
 		p.put(it)
 		return err
 	case <-ctx.Done():
-		return ctx.Err() // it is abandoned to the publisher and the GC
+		// it is abandoned to the publisher and the GC.
+		if down := p.b.rx.downErr(); down != nil {
+			return fmt.Errorf("%w (Redis unreachable: %v)", ctx.Err(), down)
+		}
+		return ctx.Err()
 	case <-p.done:
 		select {
 		case err := <-it.done:

@@ -121,7 +121,7 @@ func (r *reaper) reap(ctx context.Context, node string, cutoff int64) error {
 		if len(ids) > 0 {
 			argv := make([][]any, len(ids))
 			for i, id := range ids {
-				argv[i] = []any{b.cfg.Prefix, node, id, cutoff, "0"}
+				argv[i] = removeConnArgs(b.cfg.Prefix, node, id, cutoff, false, "", nil)
 			}
 			cmds, err := runScripts(ctx, b.rdb, scriptRemoveConn, argv)
 			if err != nil {

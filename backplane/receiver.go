@@ -51,6 +51,7 @@ type receiver struct {
 	desired  map[string]bool          // wanted channels → confirmed on the current connection
 	waiters  map[string]chan struct{} // barrier and probe tokens
 	broken   bool                     // the last read failed; reads have not resumed
+	lastErr  error                    // the error that broke it
 	stale    int                      // wanted channels unconfirmed at two consecutive health checks
 	lastRead time.Time
 	refused  bool // Redis refused a command (logged once per episode)
@@ -127,6 +128,16 @@ func (r *receiver) pubsub() *redis.PubSub {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.ps
+}
+
+// downErr returns why the subscription connection is down, or nil.
+func (r *receiver) downErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.broken {
+		return nil
+	}
+	return r.lastErr
 }
 
 // count is the number of wanted channels.
@@ -278,7 +289,7 @@ func (r *receiver) ready(ctx context.Context) error {
 	broken, stale, n := r.broken, r.stale, len(r.desired)
 	r.mu.Unlock()
 	if broken {
-		return errors.New("subscription connection is down")
+		return fmt.Errorf("subscription connection is down: %v", r.downErr())
 	}
 	token, c := r.newWaiter("p")
 	defer r.dropWaiter(token)
@@ -364,7 +375,7 @@ func (r *receiver) onRead() {
 func (r *receiver) onBroken(err error) {
 	r.mu.Lock()
 	wasBroken := r.broken
-	r.broken = true
+	r.broken, r.lastErr = true, err
 	for ch := range r.desired {
 		r.desired[ch] = false
 	}
@@ -543,6 +554,7 @@ func (r *receiver) replace(ctx context.Context) {
 		chans = append(chans, ch)
 	}
 	r.broken = true // counted as a reconnect when reads resume
+	r.lastErr = errors.New("subscription connection went silent and was replaced")
 	r.lastRead = time.Now()
 	r.mu.Unlock()
 	if len(chans) > 0 {

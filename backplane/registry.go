@@ -21,6 +21,12 @@ type localConn struct {
 	groups     map[string]struct{}
 }
 
+// tombstone is what the retry of a failed unregistration needs.
+type tombstone struct {
+	user   string
+	groups []string
+}
+
 // goneFor is how long an unregistered connection id is remembered, so that
 // a join racing the connection's end is refused instead of leaving an entry
 // behind.
@@ -88,11 +94,12 @@ func (b *Backplane) RegisterConnection(ctx context.Context, c ConnInfo) error {
 }
 
 // UnregisterConnection removes a local connection from the registry in one
-// transaction: from every group set (groups, plus any this backplane
-// recorded for it), its user's set and the node's set, deleting its hash and
-// groups set. Then it releases its channel references (unsubscribing
-// channels nobody local needs any more). If Redis fails, the removal is
-// retried by the heartbeat.
+// atomic round trip (a script): from every group set (groups, plus the ones
+// this backplane and the registry recorded for it), its user's set and the
+// node's set, deleting its hash and groups set, unless the id was meanwhile
+// registered by another node. Then it releases the connection's channel
+// references (unsubscribing channels nobody local needs any more). If Redis
+// fails, the removal is retried by the heartbeat.
 func (b *Backplane) UnregisterConnection(ctx context.Context, c ConnInfo, groups []string) error {
 	if err := checkConnID(c.ID); err != nil {
 		return fmt.Errorf("backplane: unregister connection: %w", err)
@@ -112,20 +119,25 @@ func (b *Backplane) UnregisterConnection(ctx context.Context, c ConnInfo, groups
 			c.User = lc.info.User
 		}
 	}
+	all := make([]string, 0, len(set))
+	for g := range set {
+		all = append(all, g)
+	}
 	b.gone[c.ID] = time.Now()
 	b.localVersion++
 	b.mu.Unlock()
 
 	var err error
 	if b.state.Load() == stateRunning {
-		err = b.removeConn(ctx, c, set)
+		argv := removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, c.ID, 0, true, c.User, all)
+		_, err = runScripts(ctx, b.rdb, scriptRemoveConn, [][]any{argv})
 		if err != nil {
 			b.mu.Lock()
-			b.tombstones[c.ID] = c
+			b.tombstones[c.ID] = tombstone{user: c.User, groups: all}
 			b.mu.Unlock()
 		}
 	}
-	for g := range set {
+	for _, g := range all {
 		b.subs.remove(ctx, b.k.chGroup(g), c.ID)
 	}
 	if c.User != "" {
@@ -135,26 +147,6 @@ func (b *Backplane) UnregisterConnection(ctx context.Context, c ConnInfo, groups
 		return fmt.Errorf("backplane: unregister connection %s: %w", c.ID, err)
 	}
 	return nil
-}
-
-// removeConn is UnregisterConnection's Redis transaction.
-func (b *Backplane) removeConn(ctx context.Context, c ConnInfo, groups map[string]struct{}) error {
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		b.queueRemoveConn(ctx, p, c, groups)
-		return nil
-	})
-	return err
-}
-
-func (b *Backplane) queueRemoveConn(ctx context.Context, p redis.Pipeliner, c ConnInfo, groups map[string]struct{}) {
-	for g := range groups {
-		p.SRem(ctx, b.k.group(g), c.ID)
-	}
-	if c.User != "" {
-		p.SRem(ctx, b.k.userConns(c.User), c.ID)
-	}
-	p.SRem(ctx, b.k.nodeConns(b.cfg.NodeID), c.ID)
-	p.Del(ctx, b.k.conn(c.ID), b.k.connGroups(c.ID))
 }
 
 // JoinGroup adds a local connection to group: it takes a reference on the
@@ -370,9 +362,9 @@ func (b *Backplane) retryTombstones(ctx context.Context) error {
 	}
 	ids := make([]string, 0, len(b.tombstones))
 	argv := make([][]any, 0, len(b.tombstones))
-	for id := range b.tombstones {
+	for id, ts := range b.tombstones {
 		ids = append(ids, id)
-		argv = append(argv, []any{b.cfg.Prefix, b.cfg.NodeID, id, 0, "1"})
+		argv = append(argv, removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, id, 0, true, ts.user, ts.groups))
 	}
 	b.mu.Unlock()
 	if len(argv) == 0 {
@@ -404,7 +396,7 @@ func (b *Backplane) purgeLeftovers(ctx context.Context) error {
 	}
 	argv := make([][]any, len(ids))
 	for i, id := range ids {
-		argv[i] = []any{b.cfg.Prefix, b.cfg.NodeID, id, 0, "1"}
+		argv[i] = removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, id, 0, true, "", nil)
 	}
 	for chunk := range slices.Chunk(argv, b.cfg.PublishBatch) {
 		if _, err := runScripts(ctx, b.rdb, scriptRemoveConn, chunk); err != nil {
@@ -422,12 +414,16 @@ func (b *Backplane) purgeLeftovers(ctx context.Context) error {
 func (b *Backplane) deregister(ctx context.Context) error {
 	b.mu.Lock()
 	argv := make([][]any, 0, len(b.local)+len(b.tombstones))
-	for id := range b.local {
-		argv = append(argv, []any{b.cfg.Prefix, b.cfg.NodeID, id, 0, "1"})
+	for id, lc := range b.local {
+		groups := make([]string, 0, len(lc.groups))
+		for g := range lc.groups {
+			groups = append(groups, g)
+		}
+		argv = append(argv, removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, id, 0, true, lc.info.User, groups))
 	}
-	for id := range b.tombstones {
+	for id, ts := range b.tombstones {
 		if _, live := b.local[id]; !live {
-			argv = append(argv, []any{b.cfg.Prefix, b.cfg.NodeID, id, 0, "1"})
+			argv = append(argv, removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, id, 0, true, ts.user, ts.groups))
 		}
 	}
 	b.local = map[string]*localConn{}

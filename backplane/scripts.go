@@ -14,13 +14,16 @@ import (
 // miniredis too.
 
 // scriptRemoveConn removes one connection of a node from the registry:
-// from every group set in its groups set, from its user's set and from the
-// node's set, and deletes its hash and groups set. It refuses (returns 0)
-// when the node heartbeated at or after the cutoff, i.e. it is alive after
-// all, unless force is "1" (a node cleaning up after itself). A connection
-// whose hash names another node (the id moved) only leaves this node's set.
+// from every group set in its groups set (and the extra groups given), from
+// its user's set and from the node's set, and deletes its hash and groups
+// set. It refuses (returns 0) when the node heartbeated at or after the
+// cutoff, i.e. it is alive after all, unless force is "1" (a node removing
+// its own connection). A connection whose hash names another node (the id
+// was registered again elsewhere) only leaves this node's set: its new
+// entry is never touched.
 //
-// ARGV: prefix, node, conn, cutoff unix ms, force.
+// ARGV: prefix, node, conn, cutoff unix ms, force, user (used if the hash
+// has none), group...
 var scriptRemoveConn = redis.NewScript(`
 local p, node, conn, cutoff, force = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 if force ~= '1' then
@@ -34,8 +37,12 @@ if (not owner) or owner == node then
   for _, g in ipairs(redis.call('SMEMBERS', gk)) do
     redis.call('SREM', p .. ':group:' .. g, conn)
   end
+  for i = 7, #ARGV do
+    redis.call('SREM', p .. ':group:' .. ARGV[i], conn)
+  end
   local user = redis.call('HGET', ck, 'user')
-  if user and user ~= '' then
+  if (not user) or user == '' then user = ARGV[6] or '' end
+  if user ~= '' then
     redis.call('SREM', p .. ':user:' .. user .. ':conns', conn)
   end
   redis.call('DEL', ck, gk)
@@ -43,6 +50,20 @@ end
 redis.call('SREM', p .. ':node:' .. node .. ':conns', conn)
 return 1
 `)
+
+// removeConnArgs builds scriptRemoveConn's ARGV.
+func removeConnArgs(prefix, node, conn string, cutoff int64, force bool, user string, groups []string) []any {
+	f := "0"
+	if force {
+		f = "1"
+	}
+	a := make([]any, 0, 6+len(groups))
+	a = append(a, prefix, node, conn, cutoff, f, user)
+	for _, g := range groups {
+		a = append(a, g)
+	}
+	return a
+}
 
 // scriptFinishNode deletes a dead node's keys and removes it from the node
 // zset, if it is still dead and holds no connection. Returns 1 when it did

@@ -58,7 +58,7 @@ type Backplane struct {
 	mu           sync.Mutex
 	local        map[string]*localConn
 	localVersion uint64               // bumped on every local registry change
-	tombstones   map[string]ConnInfo  // unregistered, Redis cleanup failed: retried by the heartbeat
+	tombstones   map[string]tombstone // unregistered, Redis cleanup failed: retried by the heartbeat
 	gone         map[string]time.Time // recently unregistered: late joins are refused
 	dirty        atomic.Bool          // a registry write failed: the heartbeat re-syncs
 
@@ -104,7 +104,7 @@ func New(rdb redis.UniversalClient, cfg Config, h Handler, logger *slog.Logger) 
 		k:          keys{p: cfg.Prefix},
 		instance:   rand.Uint64() | 1, // never 0
 		local:      map[string]*localConn{},
-		tombstones: map[string]ConnInfo{},
+		tombstones: map[string]tombstone{},
 		gone:       map[string]time.Time{},
 		closing:    make(chan struct{}),
 	}

@@ -292,7 +292,9 @@ func (a *Approvals) Authorize(ctx context.Context, req ApprovalRequest, notify f
 	}
 	// Whoever won (a user, the timeout, a cancellation), the record says
 	// what happened.
-	final, gerr := a.Get(context.WithoutCancel(ctx), id)
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.OpTimeout)
+	final, gerr := a.Get(gctx, id)
+	cancel()
 	if gerr != nil {
 		final = Record{Status: status}
 	}
@@ -312,7 +314,12 @@ func (a *Approvals) Authorize(ctx context.Context, req ApprovalRequest, notify f
 func (a *Approvals) wait(ctx context.Context, id string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	key := a.decisionKey(id)
-	defer a.rdb.Del(context.WithoutCancel(ctx), key)
+	defer func() {
+		// The list is only a wake-up signal; drop it whatever happened.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.OpTimeout)
+		defer cancel()
+		a.rdb.Del(dctx, key)
+	}()
 	backoff := 50 * time.Millisecond
 	var lastErr error
 	for {

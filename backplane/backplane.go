@@ -9,14 +9,35 @@
 //   - A node never receives its own publications back: the publisher delivers
 //     to its local members itself (so local delivery keeps working while Redis
 //     is down), and the backplane drops messages whose origin is this node.
+//     (Messages a node addresses to its own inbox, e.g. PublishNodeControl to
+//     itself, are the exception: they are delivered.)
 //   - Order: publications from one node are sent to Redis in call order over a
 //     single ordered pipeline, so frames from one sender to one group arrive at
 //     every remote member in send order.
 //   - At-most-once: pub/sub keeps nothing. What must survive a Redis outage is
-//     kept elsewhere (session history streams).
+//     kept elsewhere (session history streams). A publication the Redis client
+//     re-sent after a connection error is recognised by its sequence number
+//     and delivered once.
 //   - JoinGroup returns only after Redis has confirmed the group channel
 //     subscription, so a publication made after JoinGroup returns reaches the
-//     joined connection.
+//     joined connection. The same holds for the user channel and
+//     RegisterConnection.
+//
+// Redis outage: Publish and the registry operations return wrapped errors
+// within their ctx; local state is kept. The loops back off and keep
+// trying; go-redis reconnects the subscription and re-subscribes every
+// channel, and a health check re-subscribes anything Redis refused or lost
+// and replaces a connection that went silent. Ready is red until the
+// subscription delivers again. When Redis comes back without the node's
+// data (restarted empty, or a survivor reaped the node during a partition),
+// the heartbeat re-registers every local connection and its groups.
+//
+// Node loss: a node that missed DeadAfterMissed heartbeats is removed by one
+// survivor: its connections leave every group and user set atomically, one
+// connection per script call, and OnNodeDead runs once.
+//
+// The key and channel layout is described in keys.go, the envelope wire
+// format in envelope.go, the goroutines and the shutdown order on Backplane.
 package backplane
 
 import (

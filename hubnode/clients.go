@@ -170,6 +170,11 @@ func (n *Node) joinLocal(ctx context.Context, c *Conn, group string) error {
 		n.mu.Unlock()
 		return nil
 	}
+	if len(c.groups) >= n.cfg.MaxGroupsPerConnection {
+		c.mu.Unlock()
+		n.mu.Unlock()
+		return &HubError{Message: fmt.Sprintf("a connection may be in at most %d groups", n.cfg.MaxGroupsPerConnection)}
+	}
 	if c.groups == nil {
 		c.groups = map[string]struct{}{}
 	}

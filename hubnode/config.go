@@ -49,6 +49,34 @@ type Config struct {
 	// Authenticator, when set, resolves the user of a negotiate or WebSocket
 	// request; an error refuses the request with 401.
 	Authenticator func(r *http.Request) (Identity, error)
+	// MaxConnections caps the connections this node holds; further
+	// WebSocket requests are refused with 503. Default 100000.
+	MaxConnections int
+	// MaxConnectionsPerUser caps one user's connections farm-wide (counted
+	// in the backplane registry); further ones are refused with 429.
+	// Default 100.
+	MaxConnectionsPerUser int
+	// MaxGroupsPerConnection caps the groups one connection may be in.
+	// Default 256.
+	MaxGroupsPerConnection int
+	// InvocationRate is the sustained invocations per second one connection
+	// may make (token bucket); InvocationBurst its bucket size. Excess calls
+	// are answered with a RATE_LIMITED error. Defaults 50 and 100.
+	InvocationRate  float64
+	InvocationBurst int
+	// MaxQueuedInvocations caps invocations waiting for a connection's
+	// dispatcher; beyond it calls are refused. Default 256.
+	MaxQueuedInvocations int
+	// MaxArgumentDepth caps the JSON nesting depth of hub method arguments.
+	// Default 32.
+	MaxArgumentDepth int
+	// NegotiateRatePerIP is the sustained negotiate and WebSocket requests
+	// per second one client IP may make (burst: twice that). Default 20.
+	NegotiateRatePerIP float64
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) that may
+	// negotiate (CORS with credentials) and open WebSockets. "*" allows
+	// every origin. Empty: same-origin browsers and non-browser clients only.
+	AllowedOrigins []string
 	// ScanInterval is the period of the keep-alive scanner. Default 1s.
 	ScanInterval time.Duration
 	// RedisTimeout bounds backplane calls made on a connection's behalf.
@@ -66,9 +94,23 @@ type Identity struct {
 	User string
 	// Roles carries authorisation roles (e.g. "admin").
 	Roles []string
-	// Expires, when set, is when the credentials stop being valid.
+	// Expires, when set, is when the credentials stop being valid; the node
+	// closes the connection then (the client reconnects with a fresh token).
 	Expires time.Time
 }
+
+// HasRole reports whether the identity carries role.
+func (i Identity) HasRole(role string) bool {
+	for _, r := range i.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// IsAdmin reports whether the identity has the admin role.
+func (i Identity) IsAdmin() bool { return i.HasRole("admin") }
 
 func (c Config) withDefaults() (Config, error) {
 	if c.NodeID == "" {
@@ -101,6 +143,18 @@ func (c Config) withDefaults() (Config, error) {
 	defInt(&c.SendQueueBytes, 1<<20)
 	defInt(&c.MaxBatchBytes, 64<<10)
 	defInt(&c.MaxStreamsPerConnection, 16)
+	defInt(&c.MaxConnections, 100000)
+	defInt(&c.MaxConnectionsPerUser, 100)
+	defInt(&c.MaxGroupsPerConnection, 256)
+	defInt(&c.InvocationBurst, 100)
+	defInt(&c.MaxQueuedInvocations, 256)
+	defInt(&c.MaxArgumentDepth, 32)
+	if c.InvocationRate <= 0 {
+		c.InvocationRate = 50
+	}
+	if c.NegotiateRatePerIP <= 0 {
+		c.NegotiateRatePerIP = 20
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/orchestratorchat/hubfarm/hubnode/protocol"
 )
@@ -29,6 +30,8 @@ type Conn struct {
 	connectedAt time.Time
 	ws          *websocket.Conn
 	queue       *sendQueue
+	limiter     *rate.Limiter // invocations per second
+	limitLogged atomic.Bool   // one log line per connection when throttled
 
 	lastWrite atomic.Int64 // unix nanos of the last completed socket write
 	ctx       context.Context
@@ -270,8 +273,14 @@ func (c *Conn) handleRecord(rec []byte) error {
 	c.node.metrics.messageIn(m.Type)
 	switch m.Type {
 	case protocol.TypeInvocation:
+		if c.throttled(m) {
+			return nil
+		}
 		c.enqueueInvocation(m)
 	case protocol.TypeStreamInvocation:
+		if c.throttled(m) {
+			return nil
+		}
 		c.startStream(m)
 	case protocol.TypeCancelInvocation:
 		c.mu.Lock()
@@ -293,11 +302,36 @@ func (c *Conn) handleRecord(rec []byte) error {
 	return nil
 }
 
+// throttled applies the connection's invocation rate limit. A throttled
+// call is answered with a RATE_LIMITED error (non-blocking calls are
+// dropped) and the connection stays open.
+func (c *Conn) throttled(m protocol.Message) bool {
+	if c.limiter.AllowN(c.node.cfg.Now(), 1) {
+		return false
+	}
+	c.node.metrics.rateLimited(c.hub.name)
+	if c.limitLogged.CompareAndSwap(false, true) {
+		c.node.log.Warn("invocations rate limited", "conn", c.id, "user", c.ident.User, "hub", c.hub.name, "target", m.Target)
+	}
+	if m.InvocationID != "" {
+		c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, "RATE_LIMITED: too many invocations; slow down."))
+	}
+	return true
+}
+
 // enqueueInvocation runs invocations one at a time, in arrival order, on a
 // dispatcher goroutine that exists only while there is work. The read loop
 // stays free to see pings, cancellations and closes.
 func (c *Conn) enqueueInvocation(m protocol.Message) {
 	c.mu.Lock()
+	if len(c.invocations) >= c.node.cfg.MaxQueuedInvocations {
+		c.mu.Unlock()
+		c.node.metrics.rateLimited(c.hub.name)
+		if m.InvocationID != "" {
+			c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, "RATE_LIMITED: too many invocations waiting; slow down."))
+		}
+		return
+	}
 	c.invocations = append(c.invocations, m)
 	start := !c.dispatching
 	c.dispatching = true

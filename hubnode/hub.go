@@ -215,6 +215,9 @@ func (h *Hub) lookup(c *Conn, m protocol.Message) (*method, []reflect.Value, str
 	}
 	vals := make([]reflect.Value, len(meth.args))
 	for i, t := range meth.args {
+		if jsonDepth(m.Arguments[i]) > h.node.cfg.MaxArgumentDepth {
+			return nil, nil, bindFailure(m.Target, fmt.Sprintf("InvalidDataException: argument %d is nested too deeply.", i+1))
+		}
 		p := reflect.New(t)
 		if err := json.Unmarshal(m.Arguments[i], p.Interface()); err != nil {
 			h.node.log.Info("argument binding failed", "conn", c.id, "hub", h.name, "method", meth.name, "arg", i, "err", err)

@@ -92,3 +92,9 @@ func (n nodeMetrics) publishError() {
 		n.m.BackplanePublishErr.Inc()
 	}
 }
+
+func (n nodeMetrics) rateLimited(hub string) {
+	if n.m != nil {
+		n.m.RateLimited.WithLabelValues(hub).Inc()
+	}
+}

@@ -92,13 +92,22 @@ type negotiateResponse struct {
 // format is offered.
 func (n *Node) negotiate(h *Hub, w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
+	if !n.cors(w, r) {
+		n.log.Info("negotiate refused: origin not allowed", "hub", h.name, "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		http.Error(w, "Origin not allowed", http.StatusForbidden)
+		return
+	}
+	if !n.ipLimits.allow(clientIP(r), n.cfg.Now()) {
+		http.Error(w, "Too many negotiate requests; retry later.", http.StatusTooManyRequests)
+		return
+	}
 	if n.draining.Load() {
 		http.Error(w, "Server is shutting down.", http.StatusServiceUnavailable)
 		return
 	}
 	ident, err := n.identify(r)
 	if err != nil {
-		n.log.Info("negotiate refused", "hub", h.name, "remote", r.RemoteAddr, "err", err)
+		n.log.Info("negotiate refused: authentication failed", "audit", true, "hub", h.name, "remote", r.RemoteAddr, "err", err)
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 		return
 	}

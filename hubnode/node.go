@@ -19,6 +19,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/orchestratorchat/hubfarm/backplane"
 	"github.com/orchestratorchat/hubfarm/hubnode/protocol"
@@ -37,6 +38,21 @@ type Backplane interface {
 	UnregisterConnection(ctx context.Context, c backplane.ConnInfo, groups []string) error
 	JoinGroup(ctx context.Context, connID, group string) error
 	LeaveGroup(ctx context.Context, connID, group string) error
+	UserConnections(ctx context.Context, user string) ([]string, error)
+}
+
+// userHasRoom reports whether user may open another connection. When Redis
+// cannot answer, the connection is allowed: the limit protects against
+// abuse, not against an outage.
+func (n *Node) userHasRoom(ctx context.Context, user string) bool {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RedisTimeout)
+	defer cancel()
+	conns, err := n.bp.UserConnections(ctx, user)
+	if err != nil {
+		n.log.Warn("per-user connection count unavailable", "err", err)
+		return true
+	}
+	return len(conns) < n.cfg.MaxConnectionsPerUser
 }
 
 // ErrUnknownConnection is returned for a connection id held by no node.
@@ -57,6 +73,8 @@ type Node struct {
 	conns  map[string]*Conn
 	groups map[string]map[*Conn]struct{}
 	users  map[string]map[*Conn]struct{}
+
+	ipLimits *ipLimiter
 
 	control         chan func()
 	controlHandlers map[string]func(body []byte)
@@ -84,15 +102,14 @@ func New(cfg Config, m *metrics.Node) (*Node, error) {
 		control:         make(chan func(), 4096),
 		controlHandlers: map[string]func([]byte){},
 		stop:            make(chan struct{}),
+		ipLimits:        newIPLimiter(cfg.NegotiateRatePerIP),
 	}
-	n.upgrader = websocket.Upgrader{
+	n.upgrader = websocket.Upgrader{ // after n exists: CheckOrigin reads its config
 		ReadBufferSize:  1024,
 		WriteBufferSize: 4096,
 		// Shared write buffers: an idle connection holds none.
-		WriteBufferPool: &sync.Pool{},
-		// Origins are checked by the security layer (Authenticator / CORS
-		// middleware), not here.
-		CheckOrigin:       func(*http.Request) bool { return true },
+		WriteBufferPool:   &sync.Pool{},
+		CheckOrigin:       n.originAllowed,
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		EnableCompression: false,
 	}
@@ -129,6 +146,7 @@ func (n *Node) Routes(r gin.IRoutes) {
 	for _, h := range n.hubs {
 		h := h
 		r.POST(h.path+"/negotiate", func(c *gin.Context) { n.negotiate(h, c.Writer, c.Request) })
+		r.OPTIONS(h.path+"/negotiate", func(c *gin.Context) { n.preflight(c.Writer, c.Request) })
 		r.GET(h.path, func(c *gin.Context) { n.serveWebSocket(h, c.Writer, c.Request) })
 	}
 }
@@ -245,6 +263,17 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Server is shutting down.", http.StatusServiceUnavailable)
 		return
 	}
+	if !n.ipLimits.allow(clientIP(r), n.cfg.Now()) {
+		n.metrics.handshakeFailed("rate_limited")
+		n.log.Info("websocket refused: rate limited", "hub", h.name, "remote", r.RemoteAddr)
+		http.Error(w, "Too many connection attempts; retry later.", http.StatusTooManyRequests)
+		return
+	}
+	if n.ConnectionCount() >= n.cfg.MaxConnections {
+		n.metrics.handshakeFailed("node_full")
+		http.Error(w, "This node is at its connection limit.", http.StatusServiceUnavailable)
+		return
+	}
 	connID := ""
 	var ident Identity
 	if token := r.URL.Query().Get("id"); token != "" {
@@ -267,6 +296,8 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 			id, err := n.cfg.Authenticator(r)
 			if err != nil || id.User != t.User {
 				n.metrics.handshakeFailed("unauthorized")
+				n.log.Info("websocket refused: token user mismatch or bad credentials", "audit", true,
+					"hub", h.name, "remote", r.RemoteAddr, "token_user", t.User, "err", err)
 				http.Error(w, "Unauthorized", http.StatusUnauthorized)
 				return
 			}
@@ -276,6 +307,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		id, err := n.identify(r)
 		if err != nil {
 			n.metrics.handshakeFailed("unauthorized")
+			n.log.Info("websocket refused: authentication failed", "audit", true, "hub", h.name, "remote", r.RemoteAddr, "err", err)
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
 			return
 		}
@@ -283,6 +315,11 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 	}
 	if ident.User == "" {
 		ident.User = connID
+	} else if !n.userHasRoom(r.Context(), ident.User) {
+		n.metrics.handshakeFailed("user_limit")
+		n.log.Info("websocket refused: per-user connection limit", "audit", true, "user", ident.User, "remote", r.RemoteAddr)
+		http.Error(w, "Too many connections for this user.", http.StatusTooManyRequests)
+		return
 	}
 	ws, err := n.upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -293,7 +330,8 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
 		id: connID, hub: h, node: n, ident: ident, remote: r.RemoteAddr,
-		ws: ws, queue: newSendQueue(n.cfg.SendQueueFrames, n.cfg.SendQueueBytes),
+		limiter: rate.NewLimiter(rate.Limit(n.cfg.InvocationRate), n.cfg.InvocationBurst),
+		ws:      ws, queue: newSendQueue(n.cfg.SendQueueFrames, n.cfg.SendQueueBytes),
 		ctx: ctx, cancel: cancel, torn: make(chan struct{}),
 	}
 	n.connWG.Add(1)
@@ -459,11 +497,19 @@ func (n *Node) scanLoop() {
 			return
 		case <-t.C:
 		}
-		cutoff := n.cfg.Now().Add(-n.cfg.KeepAliveInterval).UnixNano()
+		now := n.cfg.Now()
+		cutoff := now.Add(-n.cfg.KeepAliveInterval).UnixNano()
 		for _, c := range n.Connections() {
+			if exp := c.ident.Expires; !exp.IsZero() && now.After(exp) {
+				c.closeWith(ReasonAuthExpired)
+				continue
+			}
 			if c.lastWrite.Load() <= cutoff {
 				c.sendFrame(ping)
 			}
+		}
+		if now.Second() == 0 {
+			n.ipLimits.sweep(now)
 		}
 	}
 }

@@ -28,6 +28,7 @@ type Node struct {
 	Invocations         *prometheus.CounterVec
 	InvocationDuration  *prometheus.HistogramVec
 	LocalGroups         prometheus.Gauge
+	RateLimited         *prometheus.CounterVec
 	BackplanePublishErr prometheus.Counter
 }
 
@@ -62,6 +63,8 @@ func NewNode(reg prometheus.Registerer) *Node {
 			Help: "Hub method invocations by hub, method and outcome (ok, error, bind_error, cancelled)."}, []string{"hub", "method", "outcome"}),
 		InvocationDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "invocation_duration_seconds",
 			Help: "Hub method latency from dispatch to completion.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"hub", "method"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "invocations_rate_limited_total",
+			Help: "Invocations refused by the per-connection rate limit or queue bound."}, []string{"hub"}),
 		LocalGroups: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "local_groups",
 			Help: "Groups with at least one member on this node."}),
 		BackplanePublishErr: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "node_backplane_send_errors_total",
@@ -69,6 +72,6 @@ func NewNode(reg prometheus.Registerer) *Node {
 	}
 	reg.MustRegister(m.ConnectionsCurrent, m.ConnectionsOpened, m.ConnectionsClosed, m.HandshakeFailures, m.MessagesIn,
 		m.BytesIn, m.RecordsOut, m.BytesOut, m.WritesOut, m.RecordsPerWrite, m.SlowConsumerCloses, m.DroppedFrames,
-		m.Invocations, m.InvocationDuration, m.LocalGroups, m.BackplanePublishErr)
+		m.Invocations, m.InvocationDuration, m.LocalGroups, m.RateLimited, m.BackplanePublishErr)
 	return m
 }

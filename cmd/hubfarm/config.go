@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/orchestratorchat/hubfarm/hubnode/auth"
 )
 
 // flagSet wraps flag.FlagSet so that every flag also reads its default from
@@ -102,6 +104,9 @@ type nodeFlags struct {
 	sendQueueFrames   int
 	keepAlive         time.Duration
 	clientTimeout     time.Duration
+	allowedOrigins    string
+	invocationRate    float64
+	maxConnsPerUser   int
 }
 
 func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
@@ -115,4 +120,47 @@ func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
 	f.Int(&n.sendQueueFrames, "send-queue-frames", 4096, "records queued for one connection before it is closed as a slow consumer")
 	f.Duration(&n.keepAlive, "keep-alive", 15*time.Second, "send a Ping to a connection idle for this long")
 	f.Duration(&n.clientTimeout, "client-timeout", 30*time.Second, "close a connection silent for this long")
+	f.String(&n.allowedOrigins, "allowed-origins", "", "comma-separated browser origins allowed to connect cross-origin (\"*\" = any; default: same origin only)")
+	f.Float(&n.invocationRate, "invocation-rate", 50, "hub invocations per second one connection may make (burst: 100)")
+	f.Int(&n.maxConnsPerUser, "max-connections-per-user", 100, "connections one user may hold farm-wide")
+}
+
+func (f *flagSet) Float(p *float64, name string, def float64, usage string) {
+	if v, ok := f.env(name); ok {
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Sprintf("%s=%q is not a number", envName(name), v))
+		} else {
+			def = x
+		}
+	}
+	f.Float64Var(p, name, def, usage+" ["+envName(name)+"]")
+}
+
+// authFlags select how clients are authenticated.
+type authFlags struct {
+	secret, publicKeys, jwks, issuer, audience string
+}
+
+func (a *authFlags) register(f *flagSet) {
+	f.String(&a.secret, "jwt-secret", "", "HS256 secret verifying client JWTs")
+	f.String(&a.publicKeys, "jwt-public-key", "", "comma-separated PEM files of RS256/ES256 public keys (key id = file base name)")
+	f.String(&a.jwks, "jwks-file", "", "JWKS file of RS256/ES256 public keys")
+	f.String(&a.issuer, "jwt-issuer", "", "required iss claim (optional)")
+	f.String(&a.audience, "jwt-audience", "", "required aud claim (optional)")
+}
+
+// verifier builds the JWT verifier, or nil when no key is configured.
+func (a *authFlags) verifier() (*auth.Verifier, error) {
+	var files []string
+	for _, p := range strings.Split(a.publicKeys, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			files = append(files, p)
+		}
+	}
+	if a.secret == "" && len(files) == 0 && a.jwks == "" {
+		return nil, nil
+	}
+	return auth.New(auth.Config{HS256Secret: []byte(a.secret), PublicKeyFiles: files, JWKSFile: a.jwks,
+		Issuer: a.issuer, Audience: a.audience})
 }

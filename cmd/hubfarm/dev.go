@@ -34,6 +34,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	if nf.allowedOrigins == "" {
+		nf.allowedOrigins = "*" // development: any page may connect
+	}
 	if nodes < 1 || nodes > 16 {
 		return errors.New("--nodes must be between 1 and 16")
 	}

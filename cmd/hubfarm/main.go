@@ -32,6 +32,7 @@ func usage(w io.Writer) {
 commands:
   serve   run one hub node against a Redis server
   dev     run a development farm: embedded Redis, N nodes, round-robin proxy
+  token   mint a development JWT (HS256) for a user
 
 Run 'hubfarm <command> -h' for the flags of a command.
 `)
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runServe(ctx, args[1:], stdout, stderr)
 	case "dev":
 		err = runDev(ctx, args[1:], stdout, stderr)
+	case "token":
+		err = runToken(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0

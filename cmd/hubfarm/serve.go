@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,12 +22,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		redisURL    string
 		nodeID      string
 		tokenSecret string
+		af          authFlags
+		insecure    bool
 	)
 	f.String(&listen, "listen", ":8080", "HTTP listen address (hubs, /metrics, /healthz, /readyz)")
 	f.String(&redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
 	f.String(&nodeID, "node-id", "", "node id, unique in the farm (default: a random id)")
 	f.String(&tokenSecret, "token-secret", "", "secret signing negotiate connection tokens; every node of a farm shares it (default: one kept in Redis for the farm)")
 	f.Bool(&nf.devTrustUserParam, "dev-trust-user-param", false, "take the connection's user from the `user` query parameter (development only, no authentication)")
+	f.Bool(&insecure, "insecure", false, "run without authentication (every client may claim any user with --dev-trust-user-param; sessions are open)")
+	af.register(f)
 	nf.register(f, "json")
 	if err := f.parse(args); err != nil {
 		return err
@@ -34,6 +39,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log, err := newLogger(stderr, nf.logFormat, nf.logLevel)
 	if err != nil {
 		return err
+	}
+	verifier, err := af.verifier()
+	if err != nil {
+		return err
+	}
+	if verifier == nil && !insecure {
+		return errors.New("refusing to start without authentication: set --jwt-secret, --jwt-public-key or --jwks-file, or pass --insecure")
+	}
+	if verifier != nil && nf.devTrustUserParam {
+		return errors.New("--dev-trust-user-param cannot be combined with JWT authentication")
+	}
+	if verifier == nil {
+		log.Warn("INSECURE: no authentication; sessions are open to every client")
 	}
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
@@ -48,7 +66,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	node, err := farm.StartNode(startCtx, farm.NodeConfig{
 		NodeID: nodeID, Listen: listen, Prefix: nf.prefix, TokenSecret: []byte(tokenSecret),
-		DevTrustUserParam: nf.devTrustUserParam, HeartbeatInterval: nf.heartbeat, DrainWindow: nf.drainWindow,
+		DevTrustUserParam: nf.devTrustUserParam, Auth: verifier, HeartbeatInterval: nf.heartbeat, DrainWindow: nf.drainWindow,
 		Hub: nf.hubConfig(), Logger: log,
 	}, rdb)
 	if err != nil {
@@ -66,11 +84,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func (n *nodeFlags) hubConfig() hubnode.Config {
+	var origins []string
+	for _, o := range strings.Split(n.allowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
 	return hubnode.Config{
-		MaxMessageSize:    int64(n.maxMessageSize),
-		SendQueueBytes:    n.sendQueueBytes,
-		SendQueueFrames:   n.sendQueueFrames,
-		KeepAliveInterval: n.keepAlive,
-		ClientTimeout:     n.clientTimeout,
+		AllowedOrigins:        origins,
+		InvocationRate:        n.invocationRate,
+		MaxConnectionsPerUser: n.maxConnsPerUser,
+		MaxMessageSize:        int64(n.maxMessageSize),
+		SendQueueBytes:        n.sendQueueBytes,
+		SendQueueFrames:       n.sendQueueFrames,
+		KeepAliveInterval:     n.keepAlive,
+		ClientTimeout:         n.clientTimeout,
 	}
 }

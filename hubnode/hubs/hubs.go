@@ -45,6 +45,10 @@ type Deps struct {
 	// Engine runs plans; nil leaves the orchestration methods out.
 	Engine *orchestration.Engine
 	Logger *slog.Logger
+	// OpenSessions lets any user join any session by id (development and
+	// insecure farms, where users are not authenticated). Otherwise only the
+	// owner, invited members and admins may join or use a session.
+	OpenSessions bool
 	// Dev enables diagnostics meant for development and tests only
 	// (DebugClose).
 	Dev bool
@@ -138,6 +142,8 @@ func (h *Hubs) registerSessionMethods(hub *hubnode.Hub) {
 	hub.Method("LeaveSession", h.leaveSession)
 	hub.Method("GetSessionHistory", h.getSessionHistory)
 	hub.Method("SendSessionMessage", h.sendSessionMessage)
+	hub.Method("InviteToSession", h.inviteToSession)
+	hub.Method("RemoveFromSession", h.removeFromSession)
 }
 
 func (h *Hubs) createSession(call *hubnode.Call, req contract.CreateSessionRequest) (contract.SessionCreatedResponse, error) {
@@ -158,13 +164,28 @@ func (h *Hubs) createSession(call *hubnode.Call, req contract.CreateSessionReque
 	if _, err := h.deps.Sessions.Emit(ctx, sess.ID, call.ConnectionID(), contract.TargetSessionCreated, sess); err != nil {
 		h.deps.Logger.Warn("SessionCreated delivery incomplete", "session", sess.ID, "err", err)
 	}
-	h.deps.Logger.Info("session created", "audit", true, "user", call.User(), "session", sess.ID, "conn", call.ConnectionID())
+	h.deps.Logger.Info("session created", "audit", true, "user", call.User(), "session", sess.ID, "conn", call.ConnectionID(), "remote", call.Conn().RemoteAddr())
 	return contract.SessionCreatedResponse{Success: true, SessionID: sess.ID, Session: &sess}, nil
 }
 
 func (h *Hubs) joinSession(call *hubnode.Call, sessionID string) error {
 	if err := validID("sessionId", sessionID); err != nil {
 		return err
+	}
+	if !h.deps.OpenSessions && !call.Conn().Identity().IsAdmin() {
+		ok, err := h.deps.Sessions.IsMember(call.Context(), sessionID, call.User())
+		if err != nil {
+			return fmt.Errorf("join session: %w", err)
+		}
+		if !ok {
+			if exists, _ := h.deps.Sessions.Exists(call.Context(), sessionID); !exists {
+				h.receiveError(call, contract.CodeSessionNotFound, fmt.Sprintf("Session %s not found", sessionID), sessionID, "")
+				return nil
+			}
+			h.forbidden(call, "join", sessionID)
+			h.receiveError(call, contract.CodeForbidden, fmt.Sprintf("You are not a member of session %s", sessionID), sessionID, "")
+			return hubnode.Errorf("FORBIDDEN: you are not a member of session %s.", sessionID)
+		}
 	}
 	sess, err := h.deps.Sessions.Join(call.Context(), call.User(), sessionID)
 	switch {
@@ -174,7 +195,7 @@ func (h *Hubs) joinSession(call *hubnode.Call, sessionID string) error {
 	case err != nil:
 		return fmt.Errorf("join session: %w", err)
 	}
-	h.deps.Logger.Info("session joined", "audit", true, "user", call.User(), "session", sessionID, "conn", call.ConnectionID())
+	h.deps.Logger.Info("session joined", "audit", true, "user", call.User(), "session", sessionID, "conn", call.ConnectionID(), "remote", call.Conn().RemoteAddr())
 	return call.SendCaller(contract.TargetSessionJoined, sess)
 }
 
@@ -200,17 +221,77 @@ func (h *Hubs) inSession(call *hubnode.Call, sessionID string) (bool, error) {
 	return h.deps.Sessions.IsMember(call.Context(), sessionID, call.User())
 }
 
+// forbidden writes the audit line of a refused session operation.
+func (h *Hubs) forbidden(call *hubnode.Call, op, sessionID string) {
+	h.deps.Logger.Warn("session access denied", "audit", true, "op", op, "user", call.User(), "session", sessionID,
+		"conn", call.ConnectionID(), "remote", call.Conn().RemoteAddr())
+}
+
 func (h *Hubs) requireMember(call *hubnode.Call, sessionID string) error {
 	if err := validID("sessionId", sessionID); err != nil {
 		return err
+	}
+	if call.Conn().Identity().IsAdmin() {
+		return nil
 	}
 	ok, err := h.inSession(call, sessionID)
 	if err != nil {
 		return fmt.Errorf("membership check: %w", err)
 	}
 	if !ok {
+		h.forbidden(call, call.Target(), sessionID)
 		return hubnode.Errorf("FORBIDDEN: you are not a member of session %s.", sessionID)
 	}
+	return nil
+}
+
+// requireOwner allows the session's owner and admins.
+func (h *Hubs) requireOwner(call *hubnode.Call, sessionID string) error {
+	if err := validID("sessionId", sessionID); err != nil {
+		return err
+	}
+	if call.Conn().Identity().IsAdmin() {
+		return nil
+	}
+	owner, err := h.deps.Sessions.Owner(call.Context(), sessionID)
+	if errors.Is(err, session.ErrNotFound) {
+		return hubnode.Errorf("SESSION_NOT_FOUND: session %s not found.", sessionID)
+	}
+	if err != nil {
+		return fmt.Errorf("owner check: %w", err)
+	}
+	if owner != call.User() {
+		h.forbidden(call, call.Target(), sessionID)
+		return hubnode.Errorf("FORBIDDEN: only the owner of session %s may do that.", sessionID)
+	}
+	return nil
+}
+
+func (h *Hubs) inviteToSession(call *hubnode.Call, sessionID, userID string) error {
+	if err := validID("userId", userID); err != nil {
+		return err
+	}
+	if err := h.requireOwner(call, sessionID); err != nil {
+		return err
+	}
+	if err := h.deps.Sessions.Invite(call.Context(), sessionID, userID); err != nil {
+		return fmt.Errorf("invite: %w", err)
+	}
+	h.deps.Logger.Info("session invite", "audit", true, "user", call.User(), "invited", userID, "session", sessionID, "remote", call.Conn().RemoteAddr())
+	return nil
+}
+
+func (h *Hubs) removeFromSession(call *hubnode.Call, sessionID, userID string) error {
+	if err := validID("userId", userID); err != nil {
+		return err
+	}
+	if err := h.requireOwner(call, sessionID); err != nil {
+		return err
+	}
+	if err := h.deps.Sessions.Remove(call.Context(), sessionID, userID); err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	h.deps.Logger.Info("session member removed", "audit", true, "user", call.User(), "removed", userID, "session", sessionID, "remote", call.Conn().RemoteAddr())
 	return nil
 }
 

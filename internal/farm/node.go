@@ -24,6 +24,7 @@ import (
 
 	"github.com/orchestratorchat/hubfarm/backplane"
 	"github.com/orchestratorchat/hubfarm/hubnode"
+	"github.com/orchestratorchat/hubfarm/hubnode/auth"
 	"github.com/orchestratorchat/hubfarm/hubnode/hubs"
 	"github.com/orchestratorchat/hubfarm/metrics"
 	"github.com/orchestratorchat/hubfarm/orchestration"
@@ -45,6 +46,9 @@ type NodeConfig struct {
 	TokenSecret []byte
 	// DevTrustUserParam trusts the `user` query parameter (development).
 	DevTrustUserParam bool
+	// Auth verifies JWT bearer tokens. When nil the node is unauthenticated
+	// and sessions are open: any user may join any session by id.
+	Auth *auth.Verifier
 	// Dev enables development diagnostics (DebugClose).
 	Dev bool
 	// HeartbeatInterval of the backplane. Default 2s.
@@ -140,6 +144,16 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	hcfg := cfg.Hub
 	hcfg.NodeID, hcfg.TokenSecret, hcfg.Logger = cfg.NodeID, cfg.TokenSecret, cfg.Logger
 	hcfg.DevTrustUserParam = hcfg.DevTrustUserParam || cfg.DevTrustUserParam
+	if cfg.Auth != nil {
+		verifier := cfg.Auth
+		hcfg.Authenticator = func(r *http.Request) (hubnode.Identity, error) {
+			c, err := verifier.Authenticate(r)
+			if err != nil {
+				return hubnode.Identity{}, err
+			}
+			return hubnode.Identity{User: c.Subject, Roles: c.Roles, Expires: c.Expires}, nil
+		}
+	}
 	hn, err := hubnode.New(hcfg, metrics.NewNode(reg))
 	if err != nil {
 		return nil, err
@@ -176,7 +190,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 		ln.Close()
 		return nil, fmt.Errorf("farm: orchestration engine: %w", err)
 	}
-	hh := hubs.Register(hn, hubs.Deps{Sessions: store, Engine: engine, Logger: log, Dev: cfg.Dev})
+	hh := hubs.Register(hn, hubs.Deps{Sessions: store, Engine: engine, Logger: log, Dev: cfg.Dev,
+		OpenSessions: cfg.Auth == nil})
 
 	if err := bp.Start(ctx); err != nil {
 		ln.Close()

@@ -197,19 +197,41 @@ func (s *Store) Join(ctx context.Context, user, id string) (contract.Session, er
 	return s.Get(ctx, id)
 }
 
-// Leave ends user's membership and takes the user's connections out of the
-// session group.
+// Leave takes the user's connections out of the session group and stops
+// rejoining them on reconnect. The user stays a member (invited), so they
+// may join again; RemoveFromSession ends membership.
 func (s *Store) Leave(ctx context.Context, user, id string) error {
+	_, err := s.rdb.SRem(ctx, s.keyUserSessions(user), id).Result()
+	if err != nil {
+		return fmt.Errorf("session: leave: %w", err)
+	}
+	if err := s.router.RemoveUserFromGroup(ctx, user, GroupName(id)); err != nil {
+		return fmt.Errorf("session: leave group: %w", err)
+	}
+	return nil
+}
+
+// Invite makes user a member (allowed to join) without joining them.
+func (s *Store) Invite(ctx context.Context, id, user string) error {
+	if err := s.rdb.SAdd(ctx, s.keyMembers(id), user).Err(); err != nil {
+		return fmt.Errorf("session: invite: %w", err)
+	}
+	return nil
+}
+
+// Remove ends user's membership: the invitation, the joined session and the
+// group membership of all the user's connections.
+func (s *Store) Remove(ctx context.Context, id, user string) error {
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.SRem(ctx, s.keyMembers(id), user)
 		p.SRem(ctx, s.keyUserSessions(user), id)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("session: leave: %w", err)
+		return fmt.Errorf("session: remove: %w", err)
 	}
 	if err := s.router.RemoveUserFromGroup(ctx, user, GroupName(id)); err != nil {
-		return fmt.Errorf("session: leave group: %w", err)
+		return fmt.Errorf("session: remove from group: %w", err)
 	}
 	return nil
 }

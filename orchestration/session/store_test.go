@@ -102,11 +102,23 @@ func TestStoreLifecycle(t *testing.T) {
 		if err := s.Leave(ctx, "bob", sess.ID); err != nil {
 			t.Fatal(err)
 		}
-		if ok, _ := s.IsMember(ctx, sess.ID, "bob"); ok {
-			t.Fatal("bob still a member after Leave")
+		if ok, _ := s.IsMember(ctx, sess.ID, "bob"); !ok {
+			t.Fatal("Leave must keep bob's invitation")
 		}
 		if ids, _ := s.UserSessions(ctx, "bob"); len(ids) != 0 {
 			t.Fatalf("bob's sessions after leave %v", ids)
+		}
+		if err := s.Remove(ctx, sess.ID, "bob"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := s.IsMember(ctx, sess.ID, "bob"); ok {
+			t.Fatal("bob still a member after Remove")
+		}
+		if err := s.Invite(ctx, sess.ID, "carol"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := s.IsMember(ctx, sess.ID, "carol"); !ok {
+			t.Fatal("carol not a member after Invite")
 		}
 		// Joining an unknown id joins its group but reports ErrNotFound.
 		if _, err := s.Join(ctx, "bob", "nope"); !errors.Is(err, ErrNotFound) {

@@ -28,6 +28,7 @@ func TestDeadNodeReaped(t *testing.T) {
 		var mu sync.Mutex
 		var deaths []string
 		hook := func(c *Config) {
+			c.HeartbeatInterval = interval
 			c.OnNodeDead = func(id string) {
 				mu.Lock()
 				deaths = append(deaths, id)

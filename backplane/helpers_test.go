@@ -88,7 +88,9 @@ func startNode(t testing.TB, b testredis.Backend, id string, tune func(*Config))
 
 func startNodeOn(t testing.TB, rdb redis.UniversalClient, id string, tune func(*Config)) *testNode {
 	t.Helper()
-	cfg := Config{NodeID: id, Address: id + ":0", HeartbeatInterval: 100 * time.Millisecond}
+	// Short enough for quick health checks, long enough that a loaded test
+	// machine does not make a live node miss DeadAfterMissed beats.
+	cfg := Config{NodeID: id, Address: id + ":0", HeartbeatInterval: 200 * time.Millisecond}
 	if tune != nil {
 		tune(&cfg)
 	}

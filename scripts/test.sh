@@ -102,6 +102,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The race detector needs cgo, hence a C compiler and the C library headers.
 cc="$(go env CC)"
+cc="${cc%% *}" # the compiler, without any flags
 command -v "${cc:-gcc}" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -61,7 +61,7 @@ type Config struct {
 	MaxGroupsPerConnection int
 	// InvocationRate is the sustained invocations per second one connection
 	// may make (token bucket); InvocationBurst its bucket size. Excess calls
-	// are answered with a RATE_LIMITED error. Defaults 50 and 100.
+	// are answered with a RATE_LIMITED error. Defaults 200 and 400.
 	InvocationRate  float64
 	InvocationBurst int
 	// MaxQueuedInvocations caps invocations waiting for a connection's
@@ -146,11 +146,11 @@ func (c Config) withDefaults() (Config, error) {
 	defInt(&c.MaxConnections, 100000)
 	defInt(&c.MaxConnectionsPerUser, 100)
 	defInt(&c.MaxGroupsPerConnection, 256)
-	defInt(&c.InvocationBurst, 100)
+	defInt(&c.InvocationBurst, 400)
 	defInt(&c.MaxQueuedInvocations, 256)
 	defInt(&c.MaxArgumentDepth, 32)
 	if c.InvocationRate <= 0 {
-		c.InvocationRate = 50
+		c.InvocationRate = 200
 	}
 	if c.NegotiateRatePerIP <= 0 {
 		c.NegotiateRatePerIP = 20

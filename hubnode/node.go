@@ -349,6 +349,12 @@ func (n *Node) runConn(c *Conn) {
 	}
 	c.connectedAt = n.cfg.Now()
 	c.lastWrite.Store(c.connectedAt.UnixNano())
+	// The handshake reply is the first queued record, and the writer is held
+	// until the connection is registered farm-wide and the OnConnected hooks
+	// (which rejoin the user's sessions) ran: when the client sees the
+	// handshake succeed, it is already in its groups. Frames queued
+	// meanwhile (deliveries, the Connected callback) follow the reply.
+	c.queue.hold(protocol.AppendHandshakeResponse(nil, ""))
 	if !n.addConn(c) {
 		c.cancel()
 		_ = c.ws.Close()
@@ -368,6 +374,7 @@ func (n *Node) runConn(c *Conn) {
 	for _, fn := range c.hub.onConnected {
 		fn(c)
 	}
+	go c.writeLoop()
 	c.readLoop(leftover)
 }
 
@@ -398,10 +405,6 @@ func (n *Node) handshake(c *Conn) ([]byte, bool) {
 		n.log.Info("handshake refused", "conn", c.id, "hub", c.hub.name, "error", errText)
 		_ = c.ws.WriteMessage(websocket.TextMessage, protocol.AppendHandshakeResponse(nil, errText))
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), n.cfg.Now().Add(time.Second))
-		return nil, false
-	}
-	if err := c.ws.WriteMessage(websocket.TextMessage, protocol.AppendHandshakeResponse(nil, "")); err != nil {
-		n.metrics.handshakeFailed("write_error")
 		return nil, false
 	}
 	return rest, true

@@ -61,6 +61,16 @@ func (q *sendQueue) startWriterLocked() pushResult {
 	return pushStartWriter
 }
 
+// hold queues first and marks the queue as owned by a writer that the
+// caller starts later, so records pushed meanwhile wait behind first.
+func (q *sendQueue) hold(first []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.frames = append(q.frames, first)
+	q.bytes += len(first)
+	q.startWriterLocked()
+}
+
 // writerDone returns a channel that is closed once no writer owns the queue.
 func (q *sendQueue) writerDone() <-chan struct{} {
 	q.mu.Lock()

@@ -121,7 +121,7 @@ func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
 	f.Duration(&n.keepAlive, "keep-alive", 15*time.Second, "send a Ping to a connection idle for this long")
 	f.Duration(&n.clientTimeout, "client-timeout", 30*time.Second, "close a connection silent for this long")
 	f.String(&n.allowedOrigins, "allowed-origins", "", "comma-separated browser origins allowed to connect cross-origin (\"*\" = any; default: same origin only)")
-	f.Float(&n.invocationRate, "invocation-rate", 50, "hub invocations per second one connection may make (burst: 100)")
+	f.Float(&n.invocationRate, "invocation-rate", 200, "hub invocations per second one connection may make (burst: twice that)")
 	f.Int(&n.maxConnsPerUser, "max-connections-per-user", 100, "connections one user may hold farm-wide")
 }
 

@@ -93,6 +93,7 @@ func (n *nodeFlags) hubConfig() hubnode.Config {
 	return hubnode.Config{
 		AllowedOrigins:        origins,
 		InvocationRate:        n.invocationRate,
+		InvocationBurst:       int(2 * n.invocationRate),
 		MaxConnectionsPerUser: n.maxConnsPerUser,
 		MaxMessageSize:        int64(n.maxMessageSize),
 		SendQueueBytes:        n.sendQueueBytes,

@@ -44,6 +44,8 @@ func startFarm(t *testing.T, b testredis.Backend, n int, tune func(*farm.NodeCon
 			HeartbeatInterval: 100 * time.Millisecond,
 			Logger:            quietLogger(),
 		}
+		// Tests send in bursts far above a chat user's rate.
+		cfg.Hub.InvocationRate, cfg.Hub.InvocationBurst = 1e6, 1e6
 		if tune != nil {
 			tune(&cfg)
 		}

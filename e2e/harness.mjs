@@ -353,6 +353,10 @@ export const DEFAULT_EVENTS = [
   'SessionJoined',
   'ReceiveError',
   'ReceiveSessionMessage',
+  'OrchestrationPlanCreated',
+  'OrchestrationProgress',
+  'StepCompleted',
+  'OrchestrationCompleted',
 ];
 
 /**

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/orchestratorchat/hubfarm/hubnode/protocol"
@@ -365,4 +366,22 @@ func (h *Hub) errorText(c *Conn, meth *method, err error) string {
 	}
 	h.node.log.Error("hub method failed", "hub", h.name, "method", meth.name, "conn", c.id, "err", err)
 	return fmt.Sprintf("An unexpected error occurred invoking '%s' on the server.", meth.name)
+}
+
+// MethodNames lists the hub's methods (for tools, docs and fuzzers).
+func (h *Hub) MethodNames() []string {
+	out := make([]string, 0, len(h.methods))
+	for _, m := range h.methods {
+		out = append(out, m.name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// BindArguments decodes args against target's parameters exactly as an
+// invocation would, without calling the method, and returns the binding
+// error text the caller would get ("" when the arguments bind).
+func (h *Hub) BindArguments(target string, args []json.RawMessage) string {
+	_, _, errText := h.lookup(&Conn{id: "bind-check", node: h.node}, protocol.Message{Type: protocol.TypeInvocation, Target: target, Arguments: args})
+	return errText
 }

@@ -50,21 +50,21 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer mr.Close()
 
+	// Shutdown order: nodes first (they deregister through their Redis
+	// clients), then the clients, then (the earlier defer) the embedded Redis.
 	var started []*farm.Node
+	var clients []*redis.Client
 	defer func() {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		for _, n := range started {
 			_ = n.Shutdown(shutCtx)
 		}
-	}()
-	var backends []*url.URL
-	var clients []*redis.Client
-	defer func() {
 		for _, c := range clients {
 			c.Close()
 		}
 	}()
+	var backends []*url.URL
 	for i := 1; i <= nodes; i++ {
 		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 		clients = append(clients, rdb)

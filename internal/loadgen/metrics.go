@@ -1,0 +1,172 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Server metrics read from each URL's /metrics (Prometheus text format).
+// Every series of a name is summed (labels are dropped).
+const (
+	MetricMessagesOut     = "hubfarm_messages_out_total"
+	MetricConnections     = "hubfarm_connections"
+	MetricRateLimited     = "hubfarm_invocations_rate_limited_total"
+	MetricSlowConsumers   = "hubfarm_slow_consumer_closes_total"
+	MetricDroppedFrames   = "hubfarm_dropped_frames_total"
+	MetricBackplaneErrors = "hubfarm_node_backplane_send_errors_total"
+	MetricRSS             = "process_resident_memory_bytes"
+	MetricCPU             = "process_cpu_seconds_total"
+	MetricStartTime       = "process_start_time_seconds"
+	MetricGoroutines      = "go_goroutines"
+)
+
+var scrapedMetrics = []string{MetricMessagesOut, MetricConnections, MetricRateLimited, MetricSlowConsumers,
+	MetricDroppedFrames, MetricBackplaneErrors, MetricRSS, MetricCPU, MetricStartTime, MetricGoroutines}
+
+// NodeMetrics is one URL's scrape before and after the measured window.
+type NodeMetrics struct {
+	URL    string             `json:"url"`
+	Before map[string]float64 `json:"before"`
+	After  map[string]float64 `json:"after"`
+	Error  string             `json:"error,omitempty"`
+}
+
+// ServerStats sums the nodes' counters over the measured window.
+type ServerStats struct {
+	Nodes []NodeMetrics `json:"nodes"`
+	// MessagesOut is the records the nodes wrote to clients during the
+	// window; RecordsIn is what the generator's connections received in
+	// the same window. They match when nothing was lost on the way.
+	MessagesOut        float64 `json:"messages_out"`
+	RecordsIn          int64   `json:"generator_records_in"`
+	RateLimited        float64 `json:"rate_limited"`
+	SlowConsumerCloses float64 `json:"slow_consumer_closes"`
+	DroppedFrames      float64 `json:"dropped_frames"`
+	BackplaneErrors    float64 `json:"backplane_send_errors"`
+	// CPUSeconds and RSSDeltaKiB count each server process once (URLs
+	// served by one process, like a dev farm's nodes, share its figures).
+	CPUSeconds  float64 `json:"cpu_seconds"`
+	RSSDeltaKiB float64 `json:"rss_delta_kib"`
+	RSSAfterKiB float64 `json:"rss_after_kib"`
+	Processes   int     `json:"processes"`
+}
+
+// ScrapeMetrics reads the named metrics from base+"/metrics", summing all
+// series of each name.
+func ScrapeMetrics(ctx context.Context, hc *http.Client, base string, names []string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: %s: HTTP %d", req.URL, resp.StatusCode)
+	}
+	return parseMetrics(resp.Body, names)
+}
+
+func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		end := strings.IndexAny(line, "{ ")
+		if end < 0 || !want[line[:end]] {
+			continue
+		}
+		f := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:end]] += v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return out, nil
+}
+
+// scraper takes the before and after snapshots of every URL.
+type scraper struct {
+	hc    *http.Client
+	nodes []NodeMetrics
+}
+
+func newScraper(urls []string) *scraper {
+	s := &scraper{hc: &http.Client{Timeout: 10 * time.Second}}
+	for _, u := range urls {
+		s.nodes = append(s.nodes, NodeMetrics{URL: u})
+	}
+	return s
+}
+
+func (s *scraper) scrape(ctx context.Context, after bool) {
+	var wg sync.WaitGroup
+	for i := range s.nodes {
+		wg.Add(1)
+		go func(n *NodeMetrics) {
+			defer wg.Done()
+			m, err := ScrapeMetrics(ctx, s.hc, n.URL, scrapedMetrics)
+			switch {
+			case err != nil:
+				n.Error = err.Error()
+			case after:
+				n.After = m
+			default:
+				n.Before = m
+			}
+		}(&s.nodes[i])
+	}
+	wg.Wait()
+}
+
+// stats sums the deltas. Processes are told apart by their start time, so
+// that the nodes of one dev process count its CPU and memory once.
+func (s *scraper) stats(recordsIn int64) *ServerStats {
+	st := &ServerStats{Nodes: s.nodes, RecordsIn: recordsIn}
+	seen := map[float64]bool{}
+	for _, n := range s.nodes {
+		if n.Before == nil || n.After == nil {
+			continue
+		}
+		d := func(name string) float64 { return n.After[name] - n.Before[name] }
+		st.MessagesOut += d(MetricMessagesOut)
+		st.RateLimited += d(MetricRateLimited)
+		st.SlowConsumerCloses += d(MetricSlowConsumers)
+		st.DroppedFrames += d(MetricDroppedFrames)
+		st.BackplaneErrors += d(MetricBackplaneErrors)
+		if p := n.After[MetricStartTime]; !seen[p] {
+			seen[p] = true
+			st.Processes++
+			st.CPUSeconds += d(MetricCPU)
+			st.RSSDeltaKiB += d(MetricRSS) / 1024
+			st.RSSAfterKiB += n.After[MetricRSS] / 1024
+		}
+	}
+	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].URL < st.Nodes[j].URL })
+	return st
+}

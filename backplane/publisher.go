@@ -90,6 +90,10 @@ func (p *publisher) publish(ctx context.Context, ch string, e *envelope, frame [
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var start time.Time
+	if p.b.cfg.OnPublished != nil {
+		start = time.Now()
+	}
 	it := p.pool.Get().(*pubItem)
 	e.instance = p.b.instance
 	if n := e.encodedLen(frame); cap(it.payload) < n || cap(it.payload) > 4*n+1024 {
@@ -109,6 +113,9 @@ func (p *publisher) publish(ctx context.Context, ch string, e *envelope, frame [
 	select {
 	case err := <-it.done:
 		p.put(it)
+		if !start.IsZero() {
+			p.b.cfg.OnPublished(time.Since(start))
+		}
 		return err
 	case <-ctx.Done():
 		// it is abandoned to the publisher and the GC.

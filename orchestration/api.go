@@ -101,6 +101,7 @@ func (e *Engine) ExecutePlan(ctx context.Context, caller Caller, planID string) 
 	case "conflict":
 		return errf(contract.CodeConflict, "Plan %s is already %s", planID, res[1])
 	}
+	e.observeJobs(JobKindStep, JobEnqueued, atoi(res, 1))
 	e.log.Info("plan execution started", "plan", planID, "session", info.session, "user", caller.User)
 	return nil
 }

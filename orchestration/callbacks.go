@@ -71,11 +71,12 @@ func (e *Engine) emitStepEnd(ctx context.Context, s stepEnd) {
 // became due, sends it.
 func (e *Engine) notify(ctx context.Context, planID string, order int, msgID string) error {
 	res, err := e.sc.notify.Run(ctx, e.rdb, []string{e.keys.plan(planID), e.keys.jobs},
-		order, msgID, groupName, planID).Text()
+		order, msgID, groupName, planID).StringSlice()
 	if err != nil {
 		return fmt.Errorf("notify step %d of plan %s: %w", order, planID, err)
 	}
-	if res == "complete" {
+	e.observeJobs(JobKindStep, JobEnqueued, atoi(res, 1))
+	if res[0] == "complete" {
 		return e.emitCompletion(ctx, planID)
 	}
 	return nil
@@ -114,6 +115,7 @@ func (e *Engine) emitCompletion(ctx context.Context, planID string) error {
 	e.emit(ctx, p.session, p.caller, contract.TargetOrchestrationProgress, prog)
 	e.emit(ctx, p.session, p.caller, contract.TargetOrchestrationCompleted, result)
 	status := h["status"]
+	e.observePlan(status)
 	if status == planFailed || status == planTimedOut {
 		code := contract.CodeProcessingError
 		if status == planTimedOut {

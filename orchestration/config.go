@@ -65,6 +65,9 @@ type Config struct {
 	OpTimeout time.Duration
 	// Now is the clock (time.Now).
 	Now func() time.Time
+	// Observer, when set, receives job, plan and agent events for metrics
+	// (see Observer; nil: none).
+	Observer Observer
 }
 
 // DefaultConfig returns the defaults, with 4 workers and the given node id.

@@ -41,6 +41,7 @@ func (e *Engine) reclaimLoop() {
 		}
 		for _, m := range msgs {
 			e.stats.reclaimed.Add(1)
+			e.observeJobs(jobKindOf(m.Values), JobReclaimed, 1)
 			e.log.Info("job reclaimed", "id", m.ID, "plan", m.Values["plan"], "step", m.Values["step"])
 			e.reclaimed <- m // never blocks: only this goroutine sends and free was measured
 		}

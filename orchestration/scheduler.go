@@ -36,10 +36,12 @@ func (e *Engine) scheduleLoop() {
 func (e *Engine) promoteRetries() {
 	ctx, cancel := e.op()
 	defer cancel()
-	err := e.sc.promote.Run(ctx, e.rdb, []string{e.keys.delayed, e.keys.jobs}, e.nowMs(), schedulerBatch).Err()
+	n, err := e.sc.promote.Run(ctx, e.rdb, []string{e.keys.delayed, e.keys.jobs}, e.nowMs(), schedulerBatch).Int()
 	if err != nil {
 		e.log.Warn("promote retries", "err", err)
+		return
 	}
+	e.observeJobs(JobKindStep, JobEnqueued, n)
 }
 
 func (e *Engine) expirePlans() {

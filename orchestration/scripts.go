@@ -55,14 +55,16 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1], 'xconn', AR
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+local queued = 0
 for j = 1, total do
   local q = 's:' .. j .. ':'
   if redis.call('HGET', KEYS[1], q .. 'left') == '0' then
     redis.call('HSET', KEYS[1], q .. 'state', 'queued')
     redis.call('XADD', KEYS[2], '*', 'plan', ARGV[5], 'step', tostring(j), 'attempt', '1')
+    queued = queued + 1
   end
 end
-return {'ok'}`),
+return {'ok', tostring(queued)}`),
 
 		// start: a delivery wants to run a step. Counts the attempt, takes
 		// ownership and returns what the step needs.
@@ -195,7 +197,8 @@ return {'recorded', tostring(terminal), tostring(total), status}`),
 
 		// notify: the step's callbacks were sent; enqueue the steps it
 		// released, acknowledge its job and say whether the plan's
-		// completion is now due (and claim sending it).
+		// completion is now due (and claim sending it), and how many jobs
+		// it enqueued.
 		// KEYS plan, jobs. ARGV step, msgID ('' = none), group, planID.
 		notify: s(`
 local k = ARGV[1]
@@ -204,7 +207,8 @@ if ARGV[2] ~= '' then
   redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone', '0'} end
+local queued = 0
 if redis.call('HSETNX', KEYS[1], p .. 'notified', '1') == 1 then
   redis.call('HINCRBY', KEYS[1], 'notified', 1)
   local rel = redis.call('HGET', KEYS[1], p .. 'release')
@@ -212,11 +216,12 @@ if redis.call('HSETNX', KEYS[1], p .. 'notified', '1') == 1 then
     for d in string.gmatch(rel, '[^,]+') do
       if redis.call('HGET', KEYS[1], 's:' .. d .. ':state') == 'queued' then
         redis.call('XADD', KEYS[2], '*', 'plan', ARGV[4], 'step', d, 'attempt', '1')
+        queued = queued + 1
       end
     end
   end
 end
-return completion(KEYS[1])`),
+return {completion(KEYS[1]), tostring(queued)}`),
 
 		// retry: park a failed step's next attempt in the delayed set and
 		// acknowledge the failed job.

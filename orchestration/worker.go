@@ -200,6 +200,7 @@ func (e *Engine) run(j job, owner string, res []string) {
 		return
 	}
 	e.stats.started.Add(1)
+	e.observeStart(JobKindStep, j.msgID)
 	if r.first {
 		ctx, cancel := e.op()
 		e.emit(ctx, r.session, r.caller, contract.TargetOrchestrationProgress,
@@ -220,6 +221,7 @@ func (e *Engine) run(j job, owner string, res []string) {
 	t0 := time.Now()
 	out, chunks, runErr := e.callAgent(stepCtx, j, r)
 	elapsed := time.Since(t0)
+	e.observeRun(JobKindStep, elapsed)
 	timedOut := errors.Is(stepCtx.Err(), context.DeadlineExceeded) && agentCtx.Err() == nil
 	cancelStep()
 	ka.afterRun()
@@ -284,6 +286,7 @@ func (e *Engine) callAgent(ctx context.Context, j job, r runInfo) (res AgentResu
 	if !ok {
 		return res, 0, Permanent(fmt.Errorf("agent %s not found", r.def.AgentID))
 	}
+	defer func(start time.Time) { e.observeAgent(ctx, agent, start, err) }(time.Now())
 	input := contract.Map{}
 	for k, v := range r.def.Input {
 		input[k] = v
@@ -398,6 +401,14 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 	} else {
 		e.stats.failed.Add(1)
 	}
+	switch {
+	case o.ok:
+		e.observeJobs(JobKindStep, JobSucceeded, 1)
+	case o.dead:
+		e.observeJobs(JobKindStep, JobDeadLettered, 1)
+	default:
+		e.observeJobs(JobKindStep, JobFailed, 1)
+	}
 	if o.dead {
 		e.stats.dead.Add(1)
 		e.log.Warn("job dead-lettered", "plan", j.planID, "step", j.step, "error", o.err)
@@ -501,6 +512,7 @@ func (e *Engine) retry(j job, owner string, r runInfo, errText string) {
 	}
 	if res == "ok" {
 		e.stats.retries.Add(1)
+		e.observeJobs(JobKindStep, JobRetried, 1)
 		e.log.Info("step retry scheduled", "plan", j.planID, "step", j.step, "attempt", r.attempts+1, "error", errText)
 	}
 }
@@ -517,6 +529,8 @@ func (e *Engine) release(j job, owner string) {
 	}
 	if res == "ok" {
 		e.stats.released.Add(1)
+		e.observeJobs(JobKindStep, JobReleased, 1)
+		e.observeJobs(JobKindStep, JobEnqueued, 1) // the release script re-adds it
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
 	"github.com/orchestratorchat/hubfarm/internal/farm"
+	"github.com/orchestratorchat/hubfarm/orchestration"
+	"github.com/orchestratorchat/hubfarm/orchestration/agents"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -24,6 +26,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		tokenSecret string
 		af          authFlags
 		insecure    bool
+		agentsFile  string
+		sandboxRoot string
+		visibility  time.Duration
+		negotiateIP float64
 	)
 	f.String(&listen, "listen", ":8080", "HTTP listen address (hubs, /metrics, /healthz, /readyz)")
 	f.String(&redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
@@ -31,6 +37,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.String(&tokenSecret, "token-secret", "", "secret signing negotiate connection tokens; every node of a farm shares it (default: one kept in Redis for the farm)")
 	f.Bool(&nf.devTrustUserParam, "dev-trust-user-param", false, "take the connection's user from the `user` query parameter (development only, no authentication)")
 	f.Bool(&insecure, "insecure", false, "run without authentication (every client may claim any user with --dev-trust-user-param; sessions are open)")
+	f.String(&agentsFile, "agents", "", "agent catalogue file (YAML or JSON; default: the two built-in scripted agents)")
+	f.String(&sandboxRoot, "sandbox-root", "", "directory command agents run under (required when the catalogue has command agents)")
+	f.Duration(&visibility, "job-visibility-timeout", 30*time.Second, "a running job not refreshed for this long (its node died) is taken over by another node")
+	f.Float(&negotiateIP, "negotiate-rate-per-ip", 20, "negotiate and WebSocket requests per second one client IP may make (burst: twice that); behind a load balancer every request comes from its address: raise this and limit per client at the balancer")
 	af.register(f)
 	nf.register(f, "json")
 	if err := f.parse(args); err != nil {
@@ -39,6 +49,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log, err := newLogger(stderr, nf.logFormat, nf.logLevel)
 	if err != nil {
 		return err
+	}
+	var catalog orchestration.AgentCatalog // nil: farm.DefaultAgents()
+	if agentsFile != "" {
+		c, err := agents.Load(agentsFile, agents.Options{SandboxRoot: sandboxRoot, Logger: log})
+		if err != nil {
+			return err
+		}
+		catalog = c
 	}
 	verifier, err := af.verifier()
 	if err != nil {
@@ -64,10 +82,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := rdb.Ping(startCtx).Err(); err != nil {
 		return fmt.Errorf("redis %s: %w", opts.Addr, err)
 	}
+	hcfg := nf.hubConfig()
+	hcfg.NegotiateRatePerIP = negotiateIP
 	node, err := farm.StartNode(startCtx, farm.NodeConfig{
 		NodeID: nodeID, Listen: listen, Prefix: nf.prefix, TokenSecret: []byte(tokenSecret),
 		DevTrustUserParam: nf.devTrustUserParam, Auth: verifier, HeartbeatInterval: nf.heartbeat, DrainWindow: nf.drainWindow,
-		Hub: nf.hubConfig(), Logger: log,
+		Hub: hcfg, Logger: log, Agents: catalog, Engine: orchestration.Config{VisibilityTimeout: visibility},
 	}, rdb)
 	if err != nil {
 		return err

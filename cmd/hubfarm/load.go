@@ -68,7 +68,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	f.String(&cfg.Hub, "hub", "", "hub path [chat: "+loadgen.HubAgent+", else "+loadgen.HubOrchestrator+"]")
 	f.Float(&cfg.Rate, "rate", 0, "fanout: publishes/s over all sessions [1000]; chat: messages/s [5]; plans: plans started/s [0 = closed loop at --concurrency]")
 	f.Duration(&cfg.Duration, "duration", 0, "measured window; connections: how long to hold them [30s]")
-	f.Duration(&cfg.Warmup, "warmup", 0, "fanout: unmeasured publishing before the window [3s]")
+	f.Duration(&cfg.Warmup, "warmup", 3*time.Second, "fanout: unmeasured publishing before the window (0: none)")
 	f.Float(&cfg.Ramp, "ramp", 0, "connections opened per second (0: as fast as --dial-concurrency allows)")
 	f.Int(&cfg.Sessions, "sessions", 0, "fanout and chat sessions [100, 10]; connections: sessions to spread them over [connections/10]; plans: driver connections [concurrency, or rate/10]")
 	f.Int(&cfg.Members, "members", 0, "fanout: members per session, the publisher included [20]")

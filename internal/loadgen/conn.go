@@ -273,6 +273,9 @@ func (d *dialer) dial(ctx context.Context, e *env, idx int, base, user string, h
 	}
 	c := &conn{idx: idx, user: user, env: e, ws: ws, h: h,
 		pending: map[uint64]chan callResult{}, done: make(chan struct{})}
+	// The handshake reply is a record too (the node counts it among the
+	// records it wrote).
+	e.records.Add(1)
 	c.lastWrite.Store(e.now())
 	e.live.Add(1)
 	e.register(c)

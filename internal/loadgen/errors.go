@@ -112,9 +112,14 @@ func classify(op string, err error) string {
 }
 
 // hubErrorCode shortens a Completion error text to its code: the farm's
-// errors read "CODE: message"; anything else (for example ASP.NET Core's
-// "HubException: Method does not exist.") is kept up to 60 bytes.
+// errors read "CODE: message"; anything else (for example "Method does not
+// exist.") is kept up to 60 bytes.
 func hubErrorCode(msg string) string {
+	// The node wraps a hub method's error as "... on the server.
+	// HubException: CODE: message", like ASP.NET Core.
+	if _, after, ok := strings.Cut(msg, "HubException: "); ok {
+		msg = after
+	}
 	if code, _, ok := strings.Cut(msg, ":"); ok && code != "" && strings.ToUpper(code) == code && !strings.ContainsRune(code, ' ') {
 		return code
 	}

@@ -149,6 +149,9 @@ func (s *HistSnapshot) Quantile(q float64) time.Duration {
 	for b, c := range s.counts {
 		acc += c
 		if acc >= rank {
+			if b == histBuckets-1 {
+				return time.Duration(s.max) // the overflow bucket has no midpoint
+			}
 			v := int64(math.Round(bucketMid(b)))
 			return time.Duration(min(max(v, s.min), s.max))
 		}

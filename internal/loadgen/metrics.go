@@ -94,7 +94,11 @@ func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
 		if end < 0 || !want[line[:end]] {
 			continue
 		}
-		f := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
+		rest := line[end:]
+		if i := strings.LastIndexByte(rest, '}'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
 		if len(f) == 0 {
 			continue
 		}

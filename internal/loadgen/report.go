@@ -158,7 +158,7 @@ func (r *Report) WriteText(w io.Writer) {
 		p("  %-22s p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms  (n=%d, mean %.2f)",
 			name, l.P50, l.P90, l.P99, l.P999, l.Max, l.Count, l.Mean)
 	}
-	head := fmt.Sprintf("hubfarm load %s: %s%s, users %s-*", r.Scenario, strings.Join(r.URLs, ","), r.Hub, r.UserPrefix)
+	head := fmt.Sprintf("hubfarm load %s: hub %s at %s, users %s-*", r.Scenario, r.Hub, strings.Join(r.URLs, " "), r.UserPrefix)
 	if r.Interrupted {
 		head += "  (INTERRUPTED)"
 	}

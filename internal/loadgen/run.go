@@ -65,7 +65,7 @@ type Config struct {
 	Rate float64
 	// Duration of the measured window (connections: how long to hold).
 	Duration time.Duration
-	// Warmup runs the workload unmeasured first (fanout).
+	// Warmup runs the workload unmeasured first (fanout); 0 means none.
 	Warmup time.Duration
 	// Ramp is connections opened per second; 0 opens as fast as
 	// DialConcurrency allows.
@@ -145,7 +145,6 @@ func (c *Config) normalize() error {
 		if c.Rate == 0 {
 			c.Rate = 1000
 		}
-		defD(&c.Warmup, 3*time.Second)
 		if c.Members < 1 {
 			return errors.New("--members must be at least 1")
 		}

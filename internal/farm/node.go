@@ -30,6 +30,7 @@ import (
 	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/orchestratorchat/hubfarm/orchestration/session"
+	"github.com/orchestratorchat/hubfarm/web"
 )
 
 // NodeConfig configures one node. Zero fields take the defaults noted.
@@ -229,7 +230,29 @@ func (n *Node) routes() http.Handler {
 	})
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{Registry: n.Registry})))
 	n.Hub.Routes(r)
+	r.GET("/api/farm", gin.WrapH(web.FarmAPI(web.FarmSource{
+		NodeID: n.ID, Nodes: n.BP.Nodes, ConnectionNode: n.connectionNode, Metrics: n.Registry,
+	})))
+	console := gin.WrapH(web.Handler())
+	r.GET("/", console)
+	r.HEAD("/", console)
+	r.GET(web.AssetsPrefix+"*file", console)
+	r.HEAD(web.AssetsPrefix+"*file", console)
 	return r
+}
+
+// connectionNode returns the id of the node holding connID: this one, or
+// the node named in the backplane registry's connection hash
+// (<prefix>:conn:<id>, field "node"); "" when no node holds it.
+func (n *Node) connectionNode(ctx context.Context, connID string) (string, error) {
+	if _, ok := n.Hub.LocalConnection(connID); ok {
+		return n.ID, nil
+	}
+	node, err := n.rdb.HGet(ctx, n.cfg.Prefix+":conn:"+connID, "node").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return node, err
 }
 
 // Ready reports whether the node can serve: not draining, and Redis and the

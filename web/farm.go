@@ -1,0 +1,151 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orchestratorchat/hubfarm/backplane"
+)
+
+// FarmSource is what FarmAPI reads: the serving node's id, the farm's live
+// nodes, where a connection lives, and the serving node's metrics.
+type FarmSource struct {
+	// NodeID is the id of the node serving the request.
+	NodeID string
+	// Nodes lists the farm's live nodes (the backplane registry).
+	Nodes func(ctx context.Context) ([]backplane.NodeInfo, error)
+	// ConnectionNode returns the id of the node holding a connection, or ""
+	// when no node holds it. Optional.
+	ConnectionNode func(ctx context.Context, connID string) (string, error)
+	// Metrics gathers the serving node's metrics, for its message counters.
+	// Optional.
+	Metrics prometheus.Gatherer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// FarmNode is one live node in a FarmView.
+type FarmNode struct {
+	ID            string    `json:"id"`
+	Address       string    `json:"address"`
+	Connections   int       `json:"connections"`
+	Started       time.Time `json:"started"`
+	LastHeartbeat time.Time `json:"lastHeartbeat"`
+}
+
+// ServedBy describes the node that answered a FarmView request, with its
+// cumulative message counters: a client derives a node's message rate from
+// two answers of the same node.
+type ServedBy struct {
+	ID          string  `json:"id"`
+	MessagesIn  float64 `json:"messagesIn"`
+	MessagesOut float64 `json:"messagesOut"`
+}
+
+// FarmView is the answer of GET /api/farm.
+type FarmView struct {
+	Nodes    []FarmNode `json:"nodes"`
+	ServedBy ServedBy   `json:"servedBy"`
+	// Connections maps each connection id asked for (?connection=ID, up to
+	// 8) to the id of the node holding it ("" when unknown).
+	Connections map[string]string `json:"connections"`
+	Time        time.Time         `json:"time"`
+}
+
+// Metric names summed into ServedBy (see package metrics).
+const (
+	metricMessagesIn  = "hubfarm_messages_in_total"
+	metricMessagesOut = "hubfarm_messages_out_total"
+	maxConnLookups    = 8
+)
+
+// FarmAPI serves GET /api/farm: the live nodes of the farm with their
+// connection counts and heartbeats, the node that served the request with
+// its message counters, and — for each ?connection=ID — the node holding
+// that connection.
+func FarmAPI(src FarmSource) http.Handler {
+	now := src.Now
+	if now == nil {
+		now = time.Now
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		view := FarmView{Nodes: []FarmNode{}, ServedBy: ServedBy{ID: src.NodeID},
+			Connections: map[string]string{}, Time: now().UTC()}
+		nodes, err := src.Nodes(ctx)
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{
+				"error": "the farm registry is unavailable", "servedBy": src.NodeID})
+			return
+		}
+		for _, n := range nodes {
+			view.Nodes = append(view.Nodes, FarmNode{ID: n.ID, Address: n.Address, Connections: n.Connections,
+				Started: n.Started.UTC(), LastHeartbeat: n.LastHeartbeat.UTC()})
+		}
+		if src.ConnectionNode != nil {
+			ids := r.URL.Query()["connection"]
+			if len(ids) > maxConnLookups {
+				ids = ids[:maxConnLookups]
+			}
+			for _, id := range ids {
+				if id == "" || len(id) > 128 {
+					continue
+				}
+				node, err := src.ConnectionNode(ctx, id)
+				if err != nil {
+					node = ""
+				}
+				view.Connections[id] = node
+			}
+		}
+		if src.Metrics != nil {
+			view.ServedBy.MessagesIn, view.ServedBy.MessagesOut = messageCounts(src.Metrics)
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, view)
+	})
+}
+
+// messageCounts sums the serving node's message counters over their labels.
+func messageCounts(g prometheus.Gatherer) (in, out float64) {
+	families, err := g.Gather()
+	if err != nil && len(families) == 0 {
+		return 0, 0
+	}
+	for _, f := range families {
+		var sum *float64
+		switch f.GetName() {
+		case metricMessagesIn:
+			sum = &in
+		case metricMessagesOut:
+			sum = &out
+		default:
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if c := m.GetCounter(); c != nil {
+				*sum += c.GetValue()
+			} else if u := m.GetUntyped(); u != nil {
+				*sum += u.GetValue()
+			}
+		}
+	}
+	return in, out
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,366 @@
+// The console's service: two hub connections (orchestrator and agent) feeding
+// the store, the actions the views call, catch-up from the session history
+// after a reconnect, and the farm poller.
+
+import { HubClient, HubError } from './signalr.js';
+import { AgentTargets, Targets } from './contract.js';
+
+const HISTORY_PAGE = 500;
+const HISTORY_PAGES = 20;
+const FARM_POLL_MS = 3000;
+
+/** Callbacks sent to the calling connection only: taken from either hub. */
+const CallerTargets = new Set(['ReceiveError', 'Connected']);
+
+/** The readable part of a hub error ("…HubException: X" → "X"). */
+export function errorText(err) {
+  const msg = String(err?.message ?? err);
+  const m = /HubException: (.*)$/s.exec(msg);
+  return m ? m[1] : msg;
+}
+
+function uuid() {
+  return globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+}
+
+export class ConsoleService {
+  /** @param {import('./store.js').Store} store */
+  constructor(store) {
+    this.store = store;
+    this.hubs = null;
+    this.planSessions = new Map(); // planId -> Promise<sessionId>
+  }
+
+  /** Signs in: connects both hubs as identity {user, token} and restores the saved sessions. */
+  async signIn(identity) {
+    const { store } = this;
+    store.identity = identity;
+    store.load();
+    store.changed('identity');
+    const query = identity.token ? {} : { user: identity.user };
+    const accessToken = () => identity.token || undefined;
+    this.hubs = {
+      orchestrator: new HubClient('/hubs/orchestrator', { query, accessToken, label: 'orchestrator' }),
+      agent: new HubClient('/hubs/agent', { query, accessToken, label: 'agent' }),
+    };
+    for (const [name, hub] of Object.entries(this.hubs)) this.wire(name, hub);
+    this.startFarmPoller();
+    const results = await Promise.allSettled([this.hubs.orchestrator.start(), this.hubs.agent.start()]);
+    const refused = results.find((r) => r.status === 'rejected');
+    if (refused) throw refused.reason;
+  }
+
+  async signOut() {
+    clearInterval(this.farmTimer);
+    document.removeEventListener('visibilitychange', this.onVisible);
+    await Promise.allSettled(Object.values(this.hubs || {}).map((h) => h.stop()));
+    this.hubs = null;
+  }
+
+  wire(name, hub) {
+    const { store } = this;
+    hub.addEventListener('state', (e) => {
+      const { state, attempt, error } = e.detail;
+      store.connection(name, { state, attempt, error: error ? errorText(error) : '' });
+      if (state === 'reconnecting' && !this.resumeFrom) {
+        // Where each session's catch-up starts: the newest event before the loss.
+        this.resumeFrom = new Map([...store.sessions.values()].map((s) => [s.id, s.lastEventId]));
+      }
+    });
+    const onConnected = (e, again) => {
+      store.connection(name, { connectionId: e.detail.connectionId, node: '' });
+      this.pollFarm();
+      if (name === 'orchestrator') this.afterConnect(again);
+      else this.loadAgents();
+    };
+    hub.addEventListener('connected', (e) => onConnected(e, false));
+    hub.addEventListener('reconnected', (e) => onConnected(e, true));
+    for (const target of Targets) {
+      hub.on(target, (arg) => {
+        // Events recorded in a session's history carry an eventId and are
+        // de-duplicated by it; the others are taken from one hub only, since
+        // both connections of this browser are members of the session groups.
+        if (!arg?.eventId && !CallerTargets.has(target) && AgentTargets.has(target) !== (name === 'agent')) return;
+        this.apply(target, arg, arg?.eventId || '', '');
+      });
+    }
+  }
+
+  /** Applies one callback (live, or from the history of sessionId). */
+  apply(target, arg, eventId, sessionId) {
+    const { store } = this;
+    if (!arg) return;
+    switch (target) {
+      case 'Connected':
+        break;
+      case 'SessionCreated':
+      case 'SessionJoined':
+        store.sessionInfo(arg);
+        break;
+      case 'ReceiveSessionMessage':
+      case 'AgentMessage':
+        store.message(sessionId && !arg.sessionId ? { ...arg, sessionId } : arg, eventId);
+        break;
+      case 'ReceiveStreamingUpdate':
+      case 'ReceiveAgentResponse':
+        store.agentResponse(sessionId && !arg.sessionId ? { ...arg, sessionId } : arg, eventId);
+        break;
+      case 'AgentStatusUpdate':
+        store.agentStatus(arg);
+        break;
+      case 'ReceiveError':
+        this.receiveError(arg);
+        break;
+      case 'ToolApprovalRequired':
+        store.approvalRequired(sessionId && !arg.sessionId ? { ...arg, sessionId } : arg, eventId);
+        break;
+      case 'ToolExecutionStarted':
+      case 'ToolExecutionUpdate':
+      case 'ToolExecutionCompleted':
+        this.toolEvent(target, arg, sessionId);
+        break;
+      case 'OrchestrationPlanCreated':
+      case 'OrchestrationPlanUpdated':
+        this.withPlanSession(arg.id, sessionId, (sid) => store.planCreated(sid, arg, eventId));
+        break;
+      case 'OrchestrationProgress':
+        this.withPlanSession(arg.planId, sessionId, (sid) => store.progress(sid, arg, eventId));
+        break;
+      case 'StepCompleted':
+        this.withPlanSession(arg.planId, sessionId, (sid) => store.stepCompleted(sid, arg, eventId));
+        break;
+      case 'OrchestrationCompleted':
+        this.withPlanSession(arg.planId, sessionId, (sid) => store.planCompleted(sid, arg, eventId));
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * Plan callbacks do not name their session: it is known for plans made
+   * here and for history events; otherwise GetPlan tells. Callbacks of one
+   * plan are applied in arrival order.
+   */
+  withPlanSession(planId, sessionId, fn) {
+    if (!planId) return;
+    if (sessionId && !this.planSessions.has(planId)) this.planSessions.set(planId, Promise.resolve(sessionId));
+    let known = this.planSessions.get(planId);
+    if (!known) {
+      known = this.hubs.orchestrator.invoke('GetPlan', planId).then((st) => {
+        if (st?.sessionId) this.store.planState(st.sessionId, st);
+        return st?.sessionId;
+      });
+      this.planSessions.set(planId, known);
+      known.catch(() => this.planSessions.delete(planId));
+    }
+    known.then((sid) => sid && fn(sid)).catch(() => {});
+  }
+
+  receiveError(e) {
+    const { store } = this;
+    const sid = e.sessionId || '';
+    if (sid && store.sessions.has(sid) && (e.code === 'SESSION_NOT_FOUND' || e.code === 'FORBIDDEN')) {
+      const s = store.sessions.get(sid);
+      if (s.status === 'joining') {
+        store.sessionStatus(sid, e.code === 'FORBIDDEN' ? 'forbidden' : 'missing', e.error);
+        return;
+      }
+    }
+    store.notice(e.error || 'error', 'error', store.sessions.has(sid) ? sid : '');
+  }
+
+  toolEvent(target, arg, sessionId) {
+    const { store } = this;
+    const sid = arg.sessionId || sessionId || store.currentId;
+    const s = store.sessions.get(sid);
+    if (!s) return;
+    const run = s.toolRuns.find((r) => r.status !== 'done' && (!arg.toolName || r.toolName === arg.toolName));
+    if (!run) return;
+    if (target === 'ToolExecutionCompleted') store.toolRunUpdate(sid, run, { status: 'done', result: arg });
+    else store.toolRunUpdate(sid, run, { status: arg.status || 'running', message: arg.message || '' });
+  }
+
+  /** After (re)connecting: join the saved sessions and catch up with their history. */
+  async afterConnect(again) {
+    const { store } = this;
+    const resume = this.resumeFrom || new Map();
+    this.resumeFrom = null;
+    await Promise.allSettled(
+      [...store.sessions.values()].filter((s) => s.status !== 'left').map(async (s) => {
+        if (!again || s.status !== 'joined') {
+          try {
+            await this.hubs.orchestrator.invoke('JoinSession', s.id);
+          } catch (err) {
+            store.sessionStatus(s.id, /FORBIDDEN/.test(String(err)) ? 'forbidden' : 'missing', errorText(err));
+            return;
+          }
+        }
+        await this.catchUp(s.id, again ? resume.get(s.id) ?? s.lastEventId : s.lastEventId);
+      }),
+    );
+    store.changed('caughtUp');
+  }
+
+  /** Applies the session's events after eventId (all of them when empty). */
+  async catchUp(sessionId, afterEventId) {
+    const s = this.store.sessions.get(sessionId);
+    if (!s || s.status === 'missing' || s.status === 'forbidden') return;
+    let after = afterEventId || null;
+    for (let page = 0; page < HISTORY_PAGES; page++) {
+      let events;
+      try {
+        events = await this.hubs.orchestrator.invoke('GetSessionHistory', sessionId, after, HISTORY_PAGE);
+      } catch (err) {
+        this.store.notice(`Could not load the history: ${errorText(err)}`, 'error', sessionId);
+        return;
+      }
+      for (const ev of events || []) {
+        const payload = ev.payload && typeof ev.payload === 'object' ? ev.payload : {};
+        this.apply(ev.target, payload, ev.eventId, sessionId);
+        s.markEvent(ev.eventId);
+      }
+      if (!events || events.length < HISTORY_PAGE) break;
+      after = events[events.length - 1].eventId;
+    }
+    this.store.changed('history', { sessionId });
+  }
+
+  async loadAgents() {
+    try {
+      const list = await this.hubs.agent.invoke('GetAgents');
+      this.store.setAgents(list, true);
+    } catch (err) {
+      if (err instanceof HubError) this.store.setAgents([], false); // this farm has no agent methods
+    }
+  }
+
+  // ---- actions ------------------------------------------------------------
+
+  get orch() {
+    return this.hubs.orchestrator;
+  }
+
+  async createSession({ name, type, agentIds }) {
+    const res = await this.orch.invoke('CreateSession', { name, type, agentIds, workingDirectory: '' });
+    if (!res?.success) throw new Error(res?.error || 'the session was not created');
+    this.store.sessionInfo(res.session || { id: res.sessionId, name });
+    this.store.select(res.sessionId);
+    return res.sessionId;
+  }
+
+  async joinSession(id) {
+    const s = this.store.session(id);
+    s.status = 'joining';
+    await this.orch.invoke('JoinSession', id);
+    if (s.status === 'missing' || s.status === 'forbidden') {
+      const err = s.error || 'the session was not found';
+      this.store.forget(id);
+      throw new Error(err);
+    }
+    this.store.select(id);
+    await this.catchUp(id, s.lastEventId);
+  }
+
+  async leaveSession(id) {
+    try {
+      await this.orch.invoke('LeaveSession', id);
+    } finally {
+      this.store.forget(id);
+    }
+  }
+
+  invite(sessionId, userId) {
+    return this.orch.invoke('InviteToSession', sessionId, userId);
+  }
+
+  sendMessage(sessionId, content) {
+    return this.orch.invoke('SendSessionMessage', sessionId, content);
+  }
+
+  async sendToAgent(sessionId, agentId, content) {
+    const commandId = uuid();
+    this.store.activity(agentId, `cmd:${commandId}`, true);
+    try {
+      await this.hubs.agent.invoke('SendAgentMessage', { agentId, sessionId, content, attachments: [], commandId });
+    } finally {
+      // The answer's own chunks keep the agent marked busy from here on.
+      setTimeout(() => this.store.activity(agentId, `cmd:${commandId}`, false), 1500);
+    }
+  }
+
+  async createPlan(sessionId, { goal, strategy, agentIds, maxSteps = 10 }) {
+    const plan = await this.orch.invoke('CreateOrchestrationPlan', {
+      sessionId, goal, strategy, availableAgentIds: agentIds, maxSteps,
+    });
+    this.planSessions.set(plan.id, Promise.resolve(sessionId));
+    this.store.planCreated(sessionId, plan, plan.eventId || '');
+    return plan;
+  }
+
+  async executePlan(sessionId, planId) {
+    const p = this.store.sessions.get(sessionId)?.plan(planId);
+    if (p && p.status === 'preview') p.status = 'starting';
+    this.store.changed('plans', { sessionId, planId });
+    try {
+      await this.orch.invoke('ExecutePlan', planId);
+    } catch (err) {
+      if (p) p.status = 'preview';
+      this.store.changed('plans', { sessionId, planId });
+      throw err;
+    }
+  }
+
+  cancelPlan(planId) {
+    return this.orch.invoke('CancelExecution', planId);
+  }
+
+  async runTool(sessionId, { agentId, toolName, parameters }) {
+    const run = this.store.toolRun(sessionId, { id: uuid(), agentId, toolName, parameters, status: 'sent', result: null });
+    try {
+      const res = await this.hubs.agent.invoke('ExecuteTool', { agentId, sessionId, toolName, parameters });
+      this.store.toolRunUpdate(sessionId, run, { status: 'done', result: run.result || res });
+    } catch (err) {
+      this.store.toolRunUpdate(sessionId, run, { status: 'done', result: { success: false, error: errorText(err) } });
+    }
+  }
+
+  async decide(sessionId, approvalId, approved, reason = '') {
+    this.store.approvalDecided(sessionId, approvalId, 'sending');
+    try {
+      await this.hubs.agent.invoke('ApproveTool', approvalId, approved, reason);
+      this.store.approvalDecided(sessionId, approvalId, approved ? 'approved' : 'denied');
+    } catch (err) {
+      this.store.approvalDecided(sessionId, approvalId, 'error', errorText(err));
+    }
+  }
+
+  /** Development farms only: the server closes this browser's connections (they come back). */
+  dropConnections() {
+    for (const hub of Object.values(this.hubs || {})) hub.send('DebugClose');
+  }
+
+  // ---- farm ---------------------------------------------------------------
+
+  startFarmPoller() {
+    clearInterval(this.farmTimer);
+    this.farmTimer = setInterval(() => {
+      if (document.visibilityState !== 'hidden') this.pollFarm();
+    }, FARM_POLL_MS);
+    this.onVisible = () => document.visibilityState === 'visible' && this.pollFarm();
+    document.addEventListener('visibilitychange', this.onVisible);
+    this.pollFarm();
+  }
+
+  async pollFarm() {
+    const u = new URL('/api/farm', location.href);
+    for (const c of Object.values(this.store.connections)) if (c.connectionId) u.searchParams.append('connection', c.connectionId);
+    try {
+      const res = await fetch(u, { cache: 'no-store', signal: AbortSignal.timeout(4000) });
+      if (!res.ok) throw new Error(`farm view: HTTP ${res.status}`);
+      this.store.farmView(await res.json());
+    } catch (err) {
+      this.store.farmError(err);
+    }
+  }
+}

@@ -1,0 +1,428 @@
+// The console's state: who is signed in, the sessions (their chat items,
+// plans, tool runs and approvals), the agents, the hub connections and the
+// farm. Views subscribe to 'change' events ({detail: {what, sessionId, key}})
+// and read what they need; only the service (console.js) writes.
+
+import { compareKeys, newerEventId, parseEventId } from './eventid.js';
+import { BusyStatuses, MessageRole, ResponseType } from './contract.js';
+
+const STORAGE_PREFIX = 'hubfarm.console.v1';
+
+/** One session as the console knows it. */
+export class SessionState {
+  constructor(id, name = '') {
+    this.id = id;
+    this.name = name;
+    this.info = null; // the contract's Session, once joined
+    this.status = 'joining'; // joining | joined | missing | forbidden | left
+    this.error = '';
+    this.lastEventId = ''; // newest event id seen
+    this.seen = new Set(); // event ids applied
+    this.items = new Map(); // key -> chat item
+    this.order = []; // keys, sorted by item.sort
+    this.localSeq = 0;
+    this.plans = new Map(); // planId -> PlanState (below)
+    this.planOrder = [];
+    this.toolRuns = []; // {id, agentId, toolName, parameters, status, result}
+    this.approvals = new Map(); // approvalId -> {request, state, note}
+    this.unread = 0;
+  }
+
+  /** The sort key for an item: its event id, or right after the newest seen. */
+  sortKey(eventId) {
+    const p = parseEventId(eventId);
+    if (p) return [p[0], p[1], 0];
+    const last = parseEventId(this.lastEventId) || [0, 0];
+    return [last[0], last[1], ++this.localSeq];
+  }
+
+  /** Inserts or returns the item under key; returns [item, created]. */
+  upsertItem(key, eventId, make) {
+    let item = this.items.get(key);
+    if (item) return [item, false];
+    item = { key, sort: this.sortKey(eventId), ...make() };
+    this.items.set(key, item);
+    let lo = 0;
+    let hi = this.order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareKeys(this.items.get(this.order[mid]).sort, item.sort) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    this.order.splice(lo, 0, key);
+    return [item, true];
+  }
+
+  /** Records an event id; false if it was applied before. */
+  markEvent(eventId) {
+    if (!eventId) return true;
+    if (this.seen.has(eventId)) return false;
+    this.seen.add(eventId);
+    if (newerEventId(eventId, this.lastEventId)) this.lastEventId = eventId;
+    return true;
+  }
+
+  plan(planId) {
+    let p = this.plans.get(planId);
+    if (!p) {
+      p = { id: planId, plan: null, status: 'preview', percent: 0, currentStep: 0, totalSteps: 0,
+        currentAgent: '', steps: new Map(), result: null, error: '' };
+      this.plans.set(planId, p);
+      this.planOrder.push(planId);
+    }
+    return p;
+  }
+}
+
+/** The console's whole state. */
+export class Store extends EventTarget {
+  constructor(storage = globalThis.localStorage) {
+    super();
+    this.storage = storage;
+    this.identity = null; // {user, token, label}
+    this.sessions = new Map();
+    this.currentId = '';
+    this.agents = new Map(); // id -> AgentInfo
+    this.agentsAvailable = null; // null unknown, true, false
+    this.agentActivity = new Map(); // agentId -> Set of answer keys in progress
+    this.connections = {
+      orchestrator: { state: 'disconnected', connectionId: '', node: '', attempt: 0, error: '' },
+      agent: { state: 'disconnected', connectionId: '', node: '', attempt: 0, error: '' },
+    };
+    this.farm = { nodes: [], servedBy: '', rates: new Map(), error: '', updated: 0 };
+    this.notices = []; // {id, text, level}
+    this.seenResponses = new Set(); // AgentResponse ids (chunks may arrive on two paths)
+  }
+
+  changed(what, detail = {}) {
+    this.dispatchEvent(new CustomEvent('change', { detail: { what, ...detail } }));
+  }
+
+  get current() {
+    return this.sessions.get(this.currentId) || null;
+  }
+
+  // ---- persistence: the session list lives in the browser ----------------
+
+  storageKey() {
+    return `${STORAGE_PREFIX}.${this.identity?.user || 'anonymous'}`;
+  }
+
+  load() {
+    try {
+      const saved = JSON.parse(this.storage?.getItem(this.storageKey()) || '{}');
+      for (const s of saved.sessions || []) {
+        if (s && typeof s.id === 'string' && !this.sessions.has(s.id)) this.sessions.set(s.id, new SessionState(s.id, s.name));
+      }
+      if (saved.current && this.sessions.has(saved.current)) this.currentId = saved.current;
+    } catch {
+      // a damaged entry is dropped on the next save
+    }
+  }
+
+  save() {
+    const sessions = [...this.sessions.values()].filter((s) => s.status !== 'left').map((s) => ({ id: s.id, name: s.name }));
+    try {
+      this.storage?.setItem(this.storageKey(), JSON.stringify({ sessions, current: this.currentId }));
+    } catch {
+      // storage full or disabled: the list lasts for this page only
+    }
+  }
+
+  // ---- sessions ---------------------------------------------------------
+
+  session(id, name) {
+    let s = this.sessions.get(id);
+    if (!s) {
+      s = new SessionState(id, name);
+      this.sessions.set(id, s);
+      this.save();
+      this.changed('sessions');
+    }
+    return s;
+  }
+
+  select(id) {
+    this.currentId = id;
+    const s = this.sessions.get(id);
+    if (s) s.unread = 0;
+    this.save();
+    this.changed('current');
+  }
+
+  sessionInfo(info, status = 'joined') {
+    if (!info?.id) return;
+    const s = this.session(info.id, info.name);
+    s.info = info;
+    s.name = info.name || s.name;
+    s.status = status;
+    s.error = '';
+    this.save();
+    this.changed('sessions', { sessionId: s.id });
+  }
+
+  sessionStatus(id, status, error = '') {
+    const s = this.sessions.get(id);
+    if (!s) return;
+    s.status = status;
+    s.error = error;
+    this.changed('sessions', { sessionId: id });
+  }
+
+  forget(id) {
+    this.sessions.delete(id);
+    if (this.currentId === id) this.currentId = this.sessions.keys().next().value || '';
+    this.save();
+    this.changed('sessions');
+    this.changed('current');
+  }
+
+  notice(text, level = 'info', sessionId = '') {
+    const s = sessionId && this.sessions.get(sessionId);
+    if (s) {
+      const [item] = s.upsertItem(`notice:${Date.now()}:${Math.random()}`, '', () => ({ kind: 'notice', text, level }));
+      this.changed('item', { sessionId, key: item.key });
+      return;
+    }
+    const n = { id: `${Date.now()}-${Math.random()}`, text, level };
+    this.notices = [...this.notices.slice(-4), n];
+    this.changed('notices');
+  }
+
+  dismissNotice(id) {
+    this.notices = this.notices.filter((n) => n.id !== id);
+    this.changed('notices');
+  }
+
+  bump(s) {
+    if (s.id !== this.currentId) s.unread++;
+  }
+
+  // ---- chat -------------------------------------------------------------
+
+  /** A chat message: ReceiveSessionMessage or AgentMessage (AgentMessage DTO). */
+  message(m, eventId = m.eventId) {
+    if (!m?.sessionId) return;
+    const s = this.session(m.sessionId);
+    if (!s.markEvent(eventId)) return;
+    const [item, created] = s.upsertItem(`msg:${m.id || eventId}`, eventId, () => ({
+      kind: 'message',
+      id: m.id,
+      role: m.role ?? MessageRole.User,
+      senderId: m.senderId || '',
+      agentId: m.agentId || '',
+      content: m.content || '',
+      timestamp: m.timestamp,
+    }));
+    if (!created) return;
+    this.bump(s);
+    this.changed('item', { sessionId: s.id, key: item.key });
+  }
+
+  /** A chunk (or the end) of an agent's answer (AgentResponseDto). */
+  agentResponse(dto, eventId = dto?.eventId) {
+    const r = dto?.response;
+    if (!r || !dto.sessionId) return;
+    const s = this.session(dto.sessionId);
+    if (!s.markEvent(eventId)) return;
+    if (r.id) {
+      const seenKey = `${r.id}:${r.isComplete ? 1 : 0}`;
+      if (this.seenResponses.has(seenKey)) return;
+      this.seenResponses.add(seenKey);
+    }
+    const answerKey = `ans:${dto.agentId}:${r.messageId || r.id}`;
+    const [item, created] = s.upsertItem(answerKey, eventId, () => ({
+      kind: 'answer', agentId: dto.agentId, messageId: r.messageId, content: '', complete: false,
+      error: false, timestamp: r.timestamp || dto.timestamp,
+    }));
+    if (!item.complete) {
+      const text = r.content || '';
+      if (r.type === ResponseType.Error) {
+        item.error = true;
+        item.content += text;
+      } else if (r.isComplete) {
+        // The end may repeat the whole answer (some backends do): keep one copy.
+        if (text && text.startsWith(item.content)) item.content = text;
+        else if (text && !item.content.endsWith(text)) item.content += text;
+      } else if (r.type === ResponseType.Text || r.type === undefined) {
+        item.content += text;
+      } else if (r.type === ResponseType.ToolCall && r.toolCalls?.length) {
+        item.content += r.toolCalls.map((t) => `\n\`[tool ${t.toolName}]\`\n`).join('');
+      }
+      if (r.isComplete) item.complete = true;
+    }
+    this.activity(dto.agentId, answerKey, !item.complete);
+    if (created) this.bump(s);
+    this.changed('item', { sessionId: s.id, key: item.key });
+  }
+
+  /** Marks an agent as working on key (or done with it). */
+  activity(agentId, key, busy) {
+    if (!agentId) return;
+    let set = this.agentActivity.get(agentId);
+    if (!set) this.agentActivity.set(agentId, (set = new Set()));
+    const had = set.has(key);
+    if (busy) set.add(key);
+    else set.delete(key);
+    if (had !== busy) this.changed('agents');
+  }
+
+  agentStatus(dto) {
+    if (!dto?.agentId) return;
+    const a = this.agents.get(dto.agentId) || { id: dto.agentId, name: dto.agentId };
+    this.agents.set(dto.agentId, { ...a, status: dto.status });
+    this.changed('agents');
+  }
+
+  setAgents(list, available) {
+    this.agentsAvailable = available;
+    this.agents = new Map((list || []).map((a) => [a.id, a]));
+    this.changed('agents');
+  }
+
+  isBusy(agentId) {
+    return (this.agentActivity.get(agentId)?.size || 0) > 0 || BusyStatuses.has(this.agents.get(agentId)?.status);
+  }
+
+  // ---- orchestration ----------------------------------------------------
+
+  planCreated(sessionId, plan, eventId = plan?.eventId) {
+    if (!plan?.id) return;
+    const s = this.session(sessionId);
+    if (!s.markEvent(eventId)) return;
+    const p = s.plan(plan.id);
+    p.plan = plan;
+    p.totalSteps = plan.steps?.length || 0;
+    for (const step of plan.steps || []) {
+      const cur = p.steps.get(step.order);
+      p.steps.set(step.order, { step, status: cur?.status || 'pending', result: cur?.result || null });
+    }
+    this.changed('plans', { sessionId, planId: plan.id });
+  }
+
+  planState(sessionId, state) {
+    const s = this.session(sessionId);
+    const p = s.plan(state.plan.id);
+    this.planCreated(sessionId, state.plan, '');
+    p.status = state.status === 'created' ? 'preview' : state.status;
+    p.percent = state.percentComplete || p.percent;
+    for (const st of state.steps || []) {
+      const cur = p.steps.get(st.order);
+      if (cur) {
+        cur.status = st.state || cur.status;
+        if (st.result) cur.result = st.result;
+      }
+    }
+    if (state.result) p.result = state.result;
+    this.changed('plans', { sessionId, planId: p.id });
+  }
+
+  progress(sessionId, pr, eventId = pr?.eventId) {
+    const s = this.session(sessionId);
+    if (!s.markEvent(eventId)) return;
+    const p = s.plan(pr.planId);
+    if (p.status === 'preview') p.status = 'running';
+    p.percent = Math.max(p.percent, Number(pr.percentComplete) || 0);
+    p.currentStep = pr.currentStep;
+    p.totalSteps = pr.totalSteps || p.totalSteps;
+    p.currentAgent = pr.currentAgent || '';
+    const step = p.steps.get(pr.currentStep);
+    if (step && step.status === 'pending') step.status = 'running';
+    this.changed('plans', { sessionId, planId: p.id });
+  }
+
+  stepCompleted(sessionId, ev, eventId = ev?.eventId) {
+    const s = this.session(sessionId);
+    if (!s.markEvent(eventId)) return;
+    const p = s.plan(ev.planId);
+    if (p.status === 'preview') p.status = 'running';
+    const cur = p.steps.get(ev.order) || { step: ev, status: 'pending', result: null };
+    cur.result = ev.result || null;
+    cur.status = ev.result?.success === false ? 'failed' : 'completed';
+    p.steps.set(ev.order, cur);
+    this.changed('plans', { sessionId, planId: p.id });
+  }
+
+  planCompleted(sessionId, result, eventId = result?.eventId) {
+    const s = this.session(sessionId);
+    if (!s.markEvent(eventId)) return;
+    const p = s.plan(result.planId);
+    p.result = result;
+    const cancelled = /cancel/i.test(result.finalOutput || '');
+    p.status = result.success ? 'completed' : cancelled ? 'cancelled' : 'failed';
+    if (result.success) p.percent = 100;
+    this.changed('plans', { sessionId, planId: p.id });
+  }
+
+  // ---- tools ------------------------------------------------------------
+
+  toolRun(sessionId, run) {
+    const s = this.session(sessionId);
+    s.toolRuns = [run, ...s.toolRuns].slice(0, 50);
+    this.changed('tools', { sessionId });
+    return run;
+  }
+
+  toolRunUpdate(sessionId, run, fields) {
+    Object.assign(run, fields);
+    this.changed('tools', { sessionId });
+  }
+
+  approvalRequired(req, eventId = req?.eventId) {
+    if (!req?.id || !req.sessionId) return;
+    const s = this.session(req.sessionId);
+    if (!s.markEvent(eventId)) return;
+    if (s.approvals.has(req.id)) return;
+    s.approvals.set(req.id, { request: req, state: 'pending', note: '' });
+    this.bump(s);
+    this.changed('approvals', { sessionId: s.id });
+  }
+
+  approvalDecided(sessionId, id, state, note = '') {
+    const s = this.sessions.get(sessionId);
+    const a = s?.approvals.get(id);
+    if (!a) return;
+    a.state = state;
+    a.note = note;
+    this.changed('approvals', { sessionId });
+  }
+
+  pendingApprovals(sessionId) {
+    const s = this.sessions.get(sessionId);
+    return s ? [...s.approvals.values()].filter((a) => a.state === 'pending') : [];
+  }
+
+  // ---- connections and farm ---------------------------------------------
+
+  connection(hub, fields) {
+    Object.assign(this.connections[hub], fields);
+    this.changed('connection', { hub });
+  }
+
+  farmView(view) {
+    const now = Date.now();
+    const served = view.servedBy || {};
+    const prev = this.farm.samples?.get(served.id);
+    const samples = this.farm.samples || new Map();
+    const total = (served.messagesIn || 0) + (served.messagesOut || 0);
+    if (served.id) {
+      if (prev && now > prev.at && total >= prev.total) {
+        this.farm.rates.set(served.id, ((total - prev.total) * 1000) / (now - prev.at));
+      }
+      samples.set(served.id, { at: now, total });
+    }
+    const conns = view.connections || {};
+    for (const hub of ['orchestrator', 'agent']) {
+      const c = this.connections[hub];
+      if (c.connectionId && c.connectionId in conns) c.node = conns[c.connectionId] || '';
+    }
+    this.farm = { ...this.farm, samples, nodes: view.nodes || [], servedBy: served.id || '', error: '', updated: now };
+    this.changed('farm');
+    this.changed('connection', { hub: 'orchestrator' });
+  }
+
+  farmError(err) {
+    this.farm = { ...this.farm, error: err.message || String(err) };
+    this.changed('farm');
+  }
+}

@@ -188,7 +188,18 @@ func (s *Stream) Send(ctx context.Context, item any) error {
 
 // EncodeInvocation serialises a non-blocking Invocation record (the form of
 // every server callback) once, so it can be queued to many connections.
+//
+// A single json.RawMessage argument is taken as already-encoded JSON and
+// copied as is (the session store hands over payloads it has just encoded),
+// which saves re-validating it.
 func EncodeInvocation(target string, args ...any) ([]byte, error) {
+	if len(args) == 1 {
+		if raw, ok := args[0].(json.RawMessage); ok && len(raw) > 0 {
+			arr := make([]byte, 0, len(raw)+2)
+			arr = append(append(append(arr, '['), raw...), ']')
+			return protocol.AppendInvocation(make([]byte, 0, len(arr)+len(target)+40), "", target, arr), nil
+		}
+	}
 	if args == nil {
 		args = []any{}
 	}

@@ -1,6 +1,7 @@
 package hubnode
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -35,5 +36,19 @@ func TestConnectionTokens(t *testing.T) {
 		if _, err := verifyToken(secret, bad, now); err == nil {
 			t.Errorf("verify(%q) succeeded", bad)
 		}
+	}
+}
+
+func TestEncodeInvocationRawFastPath(t *testing.T) {
+	fast, err := EncodeInvocation("ReceiveSessionMessage", json.RawMessage(`{"eventId":"1-0","content":"hi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, _ := EncodeInvocation("ReceiveSessionMessage", struct {
+		EventID string `json:"eventId"`
+		Content string `json:"content"`
+	}{"1-0", "hi"})
+	if string(fast) != string(slow) {
+		t.Fatalf("fast path %q != general path %q", fast, slow)
 	}
 }

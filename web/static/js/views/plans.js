@@ -78,24 +78,24 @@ export function mountPlans(root, store, service) {
       steps, final, err,
       h('div', { class: 'actions' }, execute, cancel));
     title.id = `plan-${p.id}-title`;
-    Object.assign(el, { bar, progress, pct, status, steps, final, execute, cancel, title, meta });
+    el.refs = { bar, progress, pct, status, steps, final, execute, cancel, title, meta };
     return el;
   };
 
   const fill = (el, p) => {
     const plan = p.plan;
-    el.title.textContent = plan?.name || plan?.goal || `Plan ${p.id}`;
-    el.meta.textContent = plan ? `${Strategy[plan.strategy] ?? ''} · ${p.steps.size} step${p.steps.size === 1 ? '' : 's'} · goal: ${plan.goal}` : '';
+    el.refs.title.textContent = plan?.name || plan?.goal || `Plan ${p.id}`;
+    el.refs.meta.textContent = plan ? `${Strategy[plan.strategy] ?? ''} · ${p.steps.size} step${p.steps.size === 1 ? '' : 's'} · goal: ${plan.goal}` : '';
     const pct = Math.round(Math.min(100, Math.max(0, p.percent)));
-    el.bar.style.width = `${pct}%`;
-    el.progress.setAttribute('aria-valuenow', String(pct));
-    el.progress.dataset.value = String(pct);
-    el.pct.textContent = `${pct} %`;
-    el.status.textContent = STATUS_LABEL[p.status] || p.status;
+    el.refs.bar.style.width = `${pct}%`;
+    el.refs.progress.setAttribute('aria-valuenow', String(pct));
+    el.refs.progress.dataset.value = String(pct);
+    el.refs.pct.textContent = `${pct} %`;
+    el.refs.status.textContent = STATUS_LABEL[p.status] || p.status;
     el.dataset.status = p.status;
-    el.execute.hidden = p.status !== 'preview';
-    el.cancel.hidden = !(p.status === 'running' || p.status === 'starting');
-    mount(el.steps, [...p.steps.values()].sort((a, b) => a.step.order - b.step.order).map(({ step, status, result }) => {
+    el.refs.execute.hidden = p.status !== 'preview';
+    el.refs.cancel.hidden = !(p.status === 'running' || p.status === 'starting');
+    mount(el.refs.steps, [...p.steps.values()].sort((a, b) => a.step.order - b.step.order).map(({ step, status, result }) => {
       const out = result?.output || result?.error || '';
       return h('li', { class: `step step-${status}`, 'data-step': step.order },
         h('span', { class: 'step-mark', 'aria-hidden': 'true' }),
@@ -106,7 +106,7 @@ export function mountPlans(root, store, service) {
           h('p', { class: 'step-status' }, STATUS_LABEL[status] || status),
           out ? h('details', { class: 'step-output' }, h('summary', {}, result?.success === false ? 'Error' : 'Output'), h('pre', {}, out)) : null));
     }));
-    mount(el.final, p.result
+    mount(el.refs.final, p.result
       ? [h('h4', {}, p.result.success ? 'Final output' : 'Result'), h('pre', { class: 'final-output' }, p.result.finalOutput || '')]
       : []);
   };

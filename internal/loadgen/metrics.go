@@ -57,6 +57,10 @@ type ServerStats struct {
 	RSSDeltaKiB float64 `json:"rss_delta_kib"`
 	RSSAfterKiB float64 `json:"rss_after_kib"`
 	Processes   int     `json:"processes"`
+	// OtherCPUPct is the machine's busy time during the window not spent
+	// by the generator or the scraped node processes, in % of one core:
+	// Redis, a proxy, and whatever else shares the machine.
+	OtherCPUPct float64 `json:"other_cpu_pct"`
 }
 
 // ScrapeMetrics reads the named metrics from base+"/metrics", summing all
@@ -114,10 +118,15 @@ func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
 	return out, nil
 }
 
-// scraper takes the before and after snapshots of every URL.
+// scraper takes the before and after snapshots of every URL, and the
+// generator's and the machine's CPU over the same span.
 type scraper struct {
 	hc    *http.Client
 	nodes []NodeMetrics
+
+	t0, t1       time.Time
+	self0, self1 float64
+	busy0, busy1 uint64
 }
 
 func newScraper(urls []string) *scraper {
@@ -146,6 +155,13 @@ func (s *scraper) scrape(ctx context.Context, after bool) {
 		}(&s.nodes[i])
 	}
 	wg.Wait()
+	self, _ := selfCPU()
+	busy, _ := machineCPU()
+	if after {
+		s.t1, s.self1, s.busy1 = time.Now(), self, busy
+	} else {
+		s.t0, s.self0, s.busy0 = time.Now(), self, busy
+	}
 }
 
 // stats sums the deltas. Processes are told apart by their start time, so
@@ -172,5 +188,9 @@ func (s *scraper) stats(recordsIn int64) *ServerStats {
 		}
 	}
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].URL < st.Nodes[j].URL })
+	if d := s.t1.Sub(s.t0).Seconds(); d > 0 && s.busy1 >= s.busy0 {
+		other := float64(s.busy1-s.busy0)/clockTicks - (s.self1 - s.self0) - st.CPUSeconds
+		st.OtherCPUPct = 100 * max(other, 0) / d
+	}
 	return st
 }

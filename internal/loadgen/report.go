@@ -58,6 +58,9 @@ type GeneratorStats struct {
 	RSSKiB          int64   `json:"rss_kib"`
 	PeakRSSKiB      int64   `json:"peak_rss_kib"`
 	Goroutines      int     `json:"goroutines"`
+	// MachineBusyPct is how busy all cores of the machine were during the
+	// window (everything on it, not only the generator and the farm).
+	MachineBusyPct float64 `json:"machine_busy_pct"`
 }
 
 // FanoutStats is the fanout scenario's result. Published, Expected,
@@ -210,12 +213,14 @@ func (r *Report) WriteText(w io.Writer) {
 		p("    %8d  %s  (e.g. %s)", e.Count, e.Kind, e.Example)
 	}
 	g := r.Generator
-	p("  %-22s cpu %.2fs in window (%.0f%% of one core, %d cores), %.2fs total; rss %d KiB (peak %d); %d goroutines",
-		"generator", g.CPUSeconds, g.CPUPercent, r.Cores, g.CPUSecondsTotal, g.RSSKiB, g.PeakRSSKiB, g.Goroutines)
+	p("  %-22s cpu %.2fs in window (%.0f%% of one core), %.2fs total; rss %d KiB (peak %d); %d goroutines",
+		"generator", g.CPUSeconds, g.CPUPercent, g.CPUSecondsTotal, g.RSSKiB, g.PeakRSSKiB, g.Goroutines)
+	p("  %-22s %d cores, %.0f%% busy during the window", "machine", r.Cores, g.MachineBusyPct)
 	if s := r.Server; s != nil {
 		p("  %-22s wrote %.0f records in window (generator received %d); rate-limited %.0f, slow-consumer closes %.0f, dropped frames %.0f, backplane errors %.0f",
 			"server", s.MessagesOut, s.RecordsIn, s.RateLimited, s.SlowConsumerCloses, s.DroppedFrames, s.BackplaneErrors)
-		p("  %-22s %d process(es): cpu %.2fs in window, rss %.0f KiB (%+.0f KiB)", "", s.Processes, s.CPUSeconds, s.RSSAfterKiB, s.RSSDeltaKiB)
+		p("  %-22s %d process(es): cpu %.2fs, rss %.0f KiB (%+.0f KiB) from scrape to scrape", "", s.Processes, s.CPUSeconds, s.RSSAfterKiB, s.RSSDeltaKiB)
+		p("  %-22s %.0f%% of one core used by neither the generator nor the nodes (Redis, proxy, other processes)", "", s.OtherCPUPct)
 		for _, n := range s.Nodes {
 			if n.Error != "" {
 				p("    %s: %s", n.URL, n.Error)

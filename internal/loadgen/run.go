@@ -283,18 +283,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cpu1, _ := selfCPU()
 	rep.Generator.CPUSecondsTotal = cpu1 - cpu0
 	rep.Generator.RSSKiB, rep.Generator.PeakRSSKiB = selfMemory()
+
 	return rep, nil
 }
 
 // window measures the generator's CPU over the measured window.
 type window struct {
-	start time.Time
-	cpu0  float64
+	start         time.Time
+	cpu0          float64
+	busy0, total0 uint64
 }
 
 func startWindow() window {
 	c, _ := selfCPU()
-	return window{start: time.Now(), cpu0: c}
+	b, t := machineCPU()
+	return window{start: time.Now(), cpu0: c, busy0: b, total0: t}
 }
 
 func (w window) finish(g *GeneratorStats) time.Duration {
@@ -303,6 +306,9 @@ func (w window) finish(g *GeneratorStats) time.Duration {
 	g.CPUSeconds = c - w.cpu0
 	if d > 0 {
 		g.CPUPercent = 100 * g.CPUSeconds / d.Seconds()
+	}
+	if b, t := machineCPU(); t > w.total0 {
+		g.MachineBusyPct = 100 * float64(b-w.busy0) / float64(t-w.total0)
 	}
 	g.Goroutines = runtime.NumGoroutine()
 	return d

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs every test of hubfarm, on a fresh Debian machine with Go, Node.js and npm:
 #
-#   1. installs what is missing (redis-server; a C compiler for the race detector)
+#   1. installs what is missing (redis-server; a C compiler for the race detector;
+#      Debian's chromium for the browser test)
 #   2. gofmt and go vet
 #   3. go test -race over every package
 #   4. a short run of every Go fuzz target in the repository
 #   5. the end-to-end suite in e2e/ (official @microsoft/signalr client against `hubfarm dev`)
+#   6. the browser test of the web console in e2e/browser/ (headless Chromium driven by
+#      playwright-core against `hubfarm dev`; screenshots in e2e/artifacts/)
 #
-# Usage: scripts/test.sh [--skip-e2e] [--skip-fuzz] [--fuzztime DURATION] [--no-install]
+# Usage: scripts/test.sh [--skip-e2e] [--skip-browser] [--skip-fuzz] [--fuzztime DURATION] [--no-install]
 #
 # Environment (flags win):
-#   HUBFARM_SKIP_E2E=1            skip the end-to-end suite
+#   HUBFARM_SKIP_E2E=1            skip the end-to-end suite (and the browser test)
+#   HUBFARM_SKIP_BROWSER=1        skip the browser test
+#   HUBFARM_CHROMIUM=path         Chromium binary of the browser test (default /usr/bin/chromium)
 #   HUBFARM_FUZZTIME=15s          time per fuzz target; 0 skips fuzzing
 #   HUBFARM_GO_TEST_TIMEOUT=20m   go test -timeout (per test binary)
 #   HUBFARM_SKIP_INSTALL=1        never install system packages; fail if they are missing
@@ -22,6 +27,7 @@ usage() {
 }
 
 skip_e2e="${HUBFARM_SKIP_E2E:-0}"
+skip_browser="${HUBFARM_SKIP_BROWSER:-0}"
 fuzztime="${HUBFARM_FUZZTIME:-15s}"
 go_test_timeout="${HUBFARM_GO_TEST_TIMEOUT:-20m}"
 skip_install="${HUBFARM_SKIP_INSTALL:-0}"
@@ -29,6 +35,7 @@ skip_install="${HUBFARM_SKIP_INSTALL:-0}"
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--skip-e2e) skip_e2e=1 ;;
+	--skip-browser) skip_browser=1 ;;
 	--skip-fuzz) fuzztime=0 ;;
 	--fuzztime)
 		[ $# -ge 2 ] || { echo "test.sh: --fuzztime needs a duration (e.g. 15s)" >&2; exit 2; }
@@ -104,6 +111,11 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 cc="$(go env CC)"
 cc="${cc%% *}" # the compiler, without any flags
 command -v "${cc:-gcc}" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# The browser test drives Debian's Chromium (never a downloaded browser build).
+chromium_bin="${HUBFARM_CHROMIUM:-/usr/bin/chromium}"
+if [ "$skip_e2e" != 1 ] && [ "$skip_browser" != 1 ] && [ ! -x "$chromium_bin" ]; then
+	missing+=(chromium fonts-dejavu-core)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
 	if [ "$skip_install" = 1 ]; then
@@ -133,6 +145,10 @@ if [ "$skip_e2e" != 1 ]; then
 	node_major="$(node -p 'process.versions.node.split(".")[0]')"
 	[ "$node_major" -ge 20 ] || die "Node.js $(node --version) is too old; the e2e suite needs 20 or newer"
 	echo "node:  $(node --version), npm $(npm --version)"
+	if [ "$skip_browser" != 1 ]; then
+		[ -x "$chromium_bin" ] || die "no Chromium at $chromium_bin; install Debian's chromium package, set HUBFARM_CHROMIUM, or skip the browser test with --skip-browser"
+		echo "chromium: $("$chromium_bin" --version 2>/dev/null | tail -n 1)"
+	fi
 fi
 
 # --- static checks --------------------------------------------------------
@@ -186,4 +202,14 @@ else
 		npm ci --no-audit --no-fund
 		npm test
 	) || die "the e2e suite failed; server logs are in e2e/artifacts/"
+
+	if [ "$skip_browser" = 1 ]; then
+		skipped "e2e browser"
+	else
+		step "e2e browser (the web console in headless Chromium, e2e/browser/)"
+		(
+			cd e2e
+			HUBFARM_CHROMIUM="$chromium_bin" npm test -- browser/console.test.mjs
+		) || die "the browser test failed; screenshots, page and server logs are in e2e/artifacts/"
+	fi
 fi

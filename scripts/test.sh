@@ -209,7 +209,7 @@ else
 		step "e2e browser (the web console in headless Chromium, e2e/browser/)"
 		(
 			cd e2e
-			HUBFARM_CHROMIUM="$chromium_bin" npm test -- browser/console.test.mjs
+			HUBFARM_CHROMIUM="$chromium_bin" npm test -- browser/store.test.mjs browser/console.test.mjs
 		) || die "the browser test failed; screenshots, page and server logs are in e2e/artifacts/"
 	fi
 fi

@@ -1,0 +1,198 @@
+// Unit tests of the web console's state and event handling (web/static/js),
+// run in Node without a browser: streamed answers, de-duplication of events
+// that reach both hub connections, ordering by event id, catch-up after a
+// reconnect, plan callbacks that do not name their session, approvals.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { Store } from '../../web/static/js/store.js';
+import { ConsoleService } from '../../web/static/js/console.js';
+import { compareKeys, newerEventId, parseEventId } from '../../web/static/js/eventid.js';
+import { backoffDelay } from '../../web/static/js/signalr.js';
+
+const SID = 'sess-1';
+
+function memoryStorage() {
+  const m = new Map();
+  return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => m.set(k, String(v)), removeItem: (k) => m.delete(k) };
+}
+
+/** A service whose hubs are fakes answering invoke() from a table of functions. */
+function service(methods = {}) {
+  const store = new Store(memoryStorage());
+  store.identity = { user: 'alice', token: '' };
+  const svc = new ConsoleService(store);
+  const calls = [];
+  const hub = {
+    invoke: async (name, ...args) => {
+      calls.push([name, ...args]);
+      if (!methods[name]) throw new Error(`unexpected ${name}`);
+      return methods[name](...args);
+    },
+    send: () => true,
+  };
+  svc.hubs = { orchestrator: hub, agent: hub };
+  return { store, svc, calls };
+}
+
+const chunk = (content, extra = {}) => ({
+  agentId: 'writer', sessionId: SID, timestamp: '2026-01-01T00:00:00Z',
+  response: { messageId: 'm1', id: `r-${content}-${extra.isComplete ? 'end' : 'c'}`, content, type: 0, isComplete: false, ...extra },
+});
+
+test('event ids: parsed, compared, newest', () => {
+  assert.deepEqual(parseEventId('1700000000000-3'), [1700000000000, 3]);
+  assert.equal(parseEventId('nope'), null);
+  assert.ok(newerEventId('10-2', '10-1'));
+  assert.ok(newerEventId('11-0', '10-9'));
+  assert.ok(!newerEventId('9-9', '10-0'));
+  assert.ok(newerEventId('1-0', ''));
+  assert.ok(compareKeys([1, 0, 0], [1, 0, 1]) < 0);
+});
+
+test('back-off: first retry at once, then growing to a cap', () => {
+  assert.equal(backoffDelay(0), 0);
+  const d = [1, 2, 3, 4, 5, 6, 7, 8].map((a) => backoffDelay(a, { base: 500, cap: 15000 }));
+  for (const [i, v] of d.entries()) {
+    const nominal = Math.min(15000, 500 * 2 ** i);
+    assert.ok(v >= nominal * 0.8 - 1 && v <= nominal * 1.2 + 1, `attempt ${i + 1}: ${v}`);
+  }
+});
+
+test('a streamed answer grows chunk by chunk, once, and the agent is busy until it ends', () => {
+  const { store, svc } = service();
+  svc.apply('ReceiveStreamingUpdate', chunk('Hello'), '', '');
+  assert.ok(store.isBusy('writer'));
+  svc.apply('ReceiveStreamingUpdate', chunk(', world'), '', '');
+  svc.apply('ReceiveStreamingUpdate', chunk(', world'), '', ''); // the same chunk by another path
+  const s = store.sessions.get(SID);
+  const [item] = [...s.items.values()];
+  assert.equal(item.kind, 'answer');
+  assert.equal(item.content, 'Hello, world');
+  assert.equal(item.complete, false);
+  // The end repeats the whole text (some backends do): shown once.
+  svc.apply('ReceiveAgentResponse', chunk('Hello, world', { isComplete: true }), '', '');
+  assert.equal(item.content, 'Hello, world');
+  assert.equal(item.complete, true);
+  assert.ok(!store.isBusy('writer'));
+  // A late chunk after the end changes nothing.
+  svc.apply('ReceiveStreamingUpdate', chunk('!!'), '', '');
+  assert.equal(item.content, 'Hello, world');
+});
+
+test('an empty end completes the answer without changing it', () => {
+  const { store, svc } = service();
+  svc.apply('ReceiveStreamingUpdate', chunk('abc'), '', '');
+  svc.apply('ReceiveAgentResponse', chunk('', { isComplete: true }), '', '');
+  const [item] = store.sessions.get(SID).items.values();
+  assert.equal(item.content, 'abc');
+  assert.ok(item.complete);
+});
+
+test('session events are applied once and ordered by event id, whatever the arrival order', () => {
+  const { store, svc } = service();
+  const msg = (id, eventId, content) => ({ id, eventId, content, role: 0, sessionId: SID, senderId: 'bob' });
+  svc.apply('ReceiveSessionMessage', msg('a', '100-0', 'first'), '100-0', '');
+  svc.apply('ReceiveSessionMessage', msg('c', '300-0', 'third'), '300-0', '');
+  svc.apply('ReceiveSessionMessage', msg('c', '300-0', 'third'), '300-0', ''); // second connection
+  svc.apply('ReceiveSessionMessage', msg('b', '200-0', 'second'), '200-0', SID); // from the history, later
+  const s = store.sessions.get(SID);
+  assert.deepEqual(s.order.map((k) => s.items.get(k).content), ['first', 'second', 'third']);
+  assert.equal(s.lastEventId, '300-0');
+});
+
+test('after a reconnect the console catches up from the last event before the loss', async () => {
+  const history = [
+    { eventId: '100-0', target: 'ReceiveSessionMessage', payload: { id: 'a', eventId: '100-0', content: 'before', sessionId: SID, role: 0 } },
+    { eventId: '200-0', target: 'ReceiveSessionMessage', payload: { id: 'b', eventId: '200-0', content: 'missed 1', sessionId: SID, role: 0 } },
+    { eventId: '300-0', target: 'ReceiveSessionMessage', payload: { id: 'c', eventId: '300-0', content: 'missed 2', sessionId: SID, role: 0 } },
+    { eventId: '400-0', target: 'ReceiveSessionMessage', payload: { id: 'd', eventId: '400-0', content: 'live after', sessionId: SID, role: 0 } },
+  ];
+  const { store, svc, calls } = service({
+    GetSessionHistory: (sid, after) => history.filter((e) => !after || newerEventId(e.eventId, after)),
+    JoinSession: () => undefined,
+  });
+  store.sessionInfo({ id: SID, name: 'demo', type: 1 });
+  svc.apply('ReceiveSessionMessage', history[0].payload, '100-0', '');
+  // The connection drops; the state handler snapshots where each session was.
+  svc.resumeFrom = new Map([[SID, store.sessions.get(SID).lastEventId]]);
+  // A live event arrives right after the reconnect, before the catch-up.
+  svc.apply('ReceiveSessionMessage', history[3].payload, '400-0', '');
+  await svc.afterConnect(true);
+  const s = store.sessions.get(SID);
+  assert.deepEqual(s.order.map((k) => s.items.get(k).content), ['before', 'missed 1', 'missed 2', 'live after']);
+  const hist = calls.filter((c) => c[0] === 'GetSessionHistory');
+  assert.deepEqual(hist.map((c) => c[2]), ['100-0'], 'caught up after the last event seen before the loss');
+  assert.ok(!calls.some((c) => c[0] === 'JoinSession'), 'a joined session is not joined again after a reconnect');
+});
+
+test('the saved session list is restored and joined after a page load', async () => {
+  const storage = memoryStorage();
+  storage.setItem('hubfarm.console.v1.alice', JSON.stringify({ sessions: [{ id: SID, name: 'demo' }, { id: 'gone', name: 'old' }], current: SID }));
+  const store = new Store(storage);
+  store.identity = { user: 'alice' };
+  const svc = new ConsoleService(store);
+  const hub = {
+    invoke: async (name, sid) => {
+      if (name === 'JoinSession' && sid === 'gone') svc.apply('ReceiveError', { error: 'Session gone not found', code: 'SESSION_NOT_FOUND', sessionId: 'gone' }, '', '');
+      else if (name === 'JoinSession') svc.apply('SessionJoined', { id: sid, name: 'demo', type: 2 }, '', '');
+      return name === 'GetSessionHistory' ? [] : undefined;
+    },
+  };
+  svc.hubs = { orchestrator: hub, agent: hub };
+  store.load();
+  assert.equal(store.currentId, SID);
+  await svc.afterConnect(false);
+  assert.equal(store.sessions.get(SID).status, 'joined');
+  assert.equal(store.sessions.get('gone').status, 'missing');
+});
+
+test('plan callbacks without a session are placed by GetPlan, in arrival order, to 100 %', async () => {
+  const plan = { id: 'p1', name: 'Plan for: x', goal: 'x', strategy: 0, steps: [{ order: 1, agentId: 'writer', task: 't1' }, { order: 2, agentId: 'reviewer', task: 't2' }] };
+  let getPlans = 0;
+  const { store, svc } = service({
+    GetPlan: async () => {
+      getPlans++;
+      await new Promise((r) => setTimeout(r, 10));
+      return { plan, sessionId: SID, status: 'running', percentComplete: 0, steps: [] };
+    },
+  });
+  svc.apply('OrchestrationPlanCreated', { ...plan, eventId: '1-0' }, '1-0', '');
+  svc.apply('OrchestrationProgress', { planId: 'p1', currentStep: 1, totalSteps: 2, percentComplete: 0, eventId: '2-0' }, '2-0', '');
+  svc.apply('StepCompleted', { order: 1, planId: 'p1', result: { success: true, output: 'o1' }, eventId: '3-0' }, '3-0', '');
+  svc.apply('OrchestrationProgress', { planId: 'p1', currentStep: 2, totalSteps: 2, percentComplete: 50, eventId: '4-0' }, '4-0', '');
+  svc.apply('StepCompleted', { order: 2, planId: 'p1', result: { success: true, output: 'o2' }, eventId: '5-0' }, '5-0', '');
+  svc.apply('OrchestrationProgress', { planId: 'p1', currentStep: 2, totalSteps: 2, percentComplete: 100, eventId: '6-0' }, '6-0', '');
+  svc.apply('OrchestrationCompleted', { planId: 'p1', success: true, finalOutput: 'done', eventId: '7-0' }, '7-0', '');
+  svc.apply('OrchestrationCompleted', { planId: 'p1', success: true, finalOutput: 'done', eventId: '7-0' }, '7-0', ''); // other hub
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(getPlans, 1, 'one lookup per plan');
+  const p = store.sessions.get(SID).plans.get('p1');
+  assert.equal(p.percent, 100);
+  assert.equal(p.status, 'completed');
+  assert.deepEqual([...p.steps.values()].map((s) => s.status), ['completed', 'completed']);
+  assert.equal(p.result.finalOutput, 'done');
+});
+
+test('a tool approval is pending once, whichever connections it reaches, and ends when decided', async () => {
+  const { store, svc, calls } = service({ ApproveTool: () => undefined });
+  store.sessionInfo({ id: SID, name: 'demo', type: 1 });
+  const req = { id: 'ap1', toolName: 'write_file', parameters: { path: 'x' }, agentId: 'writer', sessionId: SID, isDangerous: true };
+  svc.apply('ToolApprovalRequired', req, '', '');
+  svc.apply('ToolApprovalRequired', req, '', '');
+  assert.equal(store.pendingApprovals(SID).length, 1);
+  await svc.decide(SID, 'ap1', true);
+  assert.deepEqual(calls.at(-1), ['ApproveTool', 'ap1', true, '']);
+  assert.equal(store.pendingApprovals(SID).length, 0);
+  assert.equal(store.sessions.get(SID).approvals.get('ap1').state, 'approved');
+});
+
+test('a failed approval stays visible with its error', async () => {
+  const { store, svc } = service({ ApproveTool: () => { throw new Error("Failed to invoke 'ApproveTool' due to an error on the server. HubException: NOT_FOUND: approval ap1 was already decided"); } });
+  svc.apply('ToolApprovalRequired', { id: 'ap1', toolName: 'bash', parameters: {}, agentId: 'a', sessionId: SID, isDangerous: false }, '', '');
+  await svc.decide(SID, 'ap1', false);
+  const a = store.sessions.get(SID).approvals.get('ap1');
+  assert.equal(a.state, 'error');
+  assert.equal(a.note, 'NOT_FOUND: approval ap1 was already decided');
+});

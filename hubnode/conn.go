@@ -118,7 +118,10 @@ func (c *Conn) sendFrame(frame []byte) bool {
 		return true
 	case pushFull:
 		c.node.metrics.slowConsumer()
+		c.node.metrics.dropped(1)
 		c.closeWith(ReasonSlowConsumer)
+	case pushClosed:
+		c.node.metrics.dropped(1)
 	}
 	return false
 }
@@ -133,7 +136,7 @@ func (c *Conn) closeWith(reason DisconnectReason) {
 		c.reason.Store(reason)
 		c.cancel()
 		if reason == ReasonSlowConsumer || reason == ReasonWriteError {
-			c.queue.discard()
+			c.node.metrics.dropped(c.queue.discard())
 			_ = c.ws.NetConn().Close()
 			return
 		}
@@ -170,7 +173,7 @@ func (c *Conn) writeLoop() {
 		}
 		if err := c.writeBatch(batch); err != nil {
 			c.node.log.Debug("write failed", "conn", c.id, "err", err)
-			c.queue.discard()
+			c.node.metrics.dropped(c.queue.discard())
 			c.queue.writerExit()
 			c.closeWith(ReasonWriteError)
 			_ = c.ws.NetConn().Close()
@@ -249,7 +252,10 @@ func classifyReadError(err error) DisconnectReason {
 		return ReasonMessageTooBig
 	case errors.As(err, &ne) && ne.Timeout():
 		return ReasonClientTimeout
-	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived),
+	// 1006 (abnormal closure) is how gorilla reports a socket that ended
+	// without a close frame: the client went away, it sent nothing invalid.
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived,
+		websocket.CloseAbnormalClosure),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return ReasonClientClosed
 	}

@@ -8,9 +8,31 @@ import (
 	"github.com/orchestratorchat/hubfarm/metrics"
 )
 
+// counter is the part of a Prometheus counter the hot path uses.
+type counter interface{ Inc() }
+
 // nodeMetrics adapts the metrics package to the node; a nil *metrics.Node
 // turns every call into a no-op so tests and tools need no registry.
-type nodeMetrics struct{ m *metrics.Node }
+//
+// Per-record observations use children resolved once here: no label
+// lookup, lock or allocation per record.
+type nodeMetrics struct {
+	m  *metrics.Node
+	in *[protocol.TypeSequence + 1]counter // by message type; [0] counts unknown types
+}
+
+func newNodeMetrics(m *metrics.Node) nodeMetrics {
+	n := nodeMetrics{m: m}
+	if m == nil {
+		return n
+	}
+	n.in = new([protocol.TypeSequence + 1]counter)
+	n.in[0] = m.MessageInCounter("unknown")
+	for t := protocol.TypeInvocation; t <= protocol.TypeSequence; t++ {
+		n.in[t] = m.MessageInCounter(strconv.Itoa(int(t)))
+	}
+	return n
+}
 
 func (n nodeMetrics) slowConsumer() {
 	if n.m != nil {
@@ -18,9 +40,9 @@ func (n nodeMetrics) slowConsumer() {
 	}
 }
 
-func (n nodeMetrics) dropped() {
-	if n.m != nil {
-		n.m.DroppedFrames.Inc()
+func (n nodeMetrics) dropped(frames int) {
+	if n.m != nil && frames > 0 {
+		n.m.DroppedFrames.Add(float64(frames))
 	}
 }
 
@@ -46,11 +68,10 @@ func (n nodeMetrics) bytesIn(bytes int) {
 
 func (n nodeMetrics) messageIn(t protocol.MessageType) {
 	if n.m != nil {
-		label := "unknown"
-		if t >= protocol.TypeInvocation && t <= protocol.TypeSequence {
-			label = strconv.Itoa(int(t))
+		if t < protocol.TypeInvocation || t > protocol.TypeSequence {
+			t = 0
 		}
-		n.m.MessagesIn.WithLabelValues(label).Inc()
+		n.in[t].Inc()
 	}
 }
 
@@ -68,10 +89,13 @@ func (n nodeMetrics) opened(hub string) {
 	}
 }
 
-func (n nodeMetrics) closed(hub string, reason DisconnectReason) {
+// closed counts a connection's end and how full its send queue ever got.
+func (n nodeMetrics) closed(c *Conn) {
 	if n.m != nil {
-		n.m.ConnectionsClosed.WithLabelValues(hub, string(reason)).Inc()
+		hub := c.hub.name
+		n.m.ConnectionsClosed.WithLabelValues(hub, string(c.closeReason())).Inc()
 		n.m.ConnectionsCurrent.WithLabelValues(hub).Dec()
+		n.m.SendQueueHighWater.Observe(float64(c.queue.highWaterBytes()))
 	}
 }
 
@@ -97,4 +121,26 @@ func (n nodeMetrics) rateLimited(hub string) {
 	if n.m != nil {
 		n.m.RateLimited.WithLabelValues(hub).Inc()
 	}
+}
+
+// highWaterBytes is the most bytes the queue held at once.
+func (q *sendQueue) highWaterBytes() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.highWater
+}
+
+// SendQueueDepth sums what the local connections' send queues hold now,
+// for the queue-depth gauges read at scrape time. It locks each queue
+// briefly, once per scrape, instead of keeping a shared counter that every
+// push would contend on.
+func (n *Node) SendQueueDepth() metrics.SendQueueDepth {
+	var d metrics.SendQueueDepth
+	for _, c := range n.Connections() {
+		frames, bytes := c.queue.depth()
+		d.Frames += frames
+		d.Bytes += bytes
+		d.DeepestByte = max(d.DeepestByte, bytes)
+	}
+	return d
 }

@@ -95,7 +95,7 @@ func New(cfg Config, m *metrics.Node) (*Node, error) {
 	n := &Node{
 		cfg:             cfg,
 		log:             cfg.Logger.With("node", cfg.NodeID),
-		metrics:         nodeMetrics{m},
+		metrics:         newNodeMetrics(m),
 		conns:           map[string]*Conn{},
 		groups:          map[string]map[*Conn]struct{}{},
 		users:           map[string]map[*Conn]struct{}{},
@@ -447,7 +447,7 @@ func (n *Node) removeConn(c *Conn) {
 	groupCount := len(n.groups)
 	n.mu.Unlock()
 	n.metrics.localGroups(groupCount)
-	n.metrics.closed(c.hub.name, c.closeReason())
+	n.metrics.closed(c)
 
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RedisTimeout)
 	defer cancel()

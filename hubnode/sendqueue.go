@@ -147,13 +147,16 @@ func (q *sendQueue) exitLocked() {
 	}
 }
 
-// discard drops everything queued and refuses further records.
-func (q *sendQueue) discard() {
+// discard drops everything queued and refuses further records; it
+// returns how many records it dropped.
+func (q *sendQueue) discard() int {
 	q.mu.Lock()
+	dropped := len(q.frames)
 	q.closed = true
 	q.frames = nil
 	q.bytes = 0
 	q.mu.Unlock()
+	return dropped
 }
 
 func (q *sendQueue) depth() (frames, bytes int) {

@@ -1,7 +1,14 @@
 // Package metrics owns every Prometheus metric name the farm exports
 // (namespace "hubfarm"). Collectors are registered on a registry passed in;
 // nothing touches the global default registry. Labels are bounded: hub,
-// method, outcome, reason, type — never a user, session, connection or plan id.
+// method, outcome, reason, type, kind — never a user, session, connection,
+// plan or node id.
+//
+// Figures that the other packages already keep (backplane counters, the job
+// stream's backlog, readiness) are read at scrape time by collectors here,
+// through small functions the node assembly passes in; events that nothing
+// keeps (latencies, job events by kind) arrive through observer hooks. The
+// package imports nothing of the farm's, so every package may feed it.
 package metrics
 
 import (
@@ -30,6 +37,10 @@ type Node struct {
 	LocalGroups         prometheus.Gauge
 	RateLimited         *prometheus.CounterVec
 	BackplanePublishErr prometheus.Counter
+	// SendQueueHighWater observes, when a connection ends, the most bytes
+	// its send queue ever held: how close connections come to the
+	// slow-consumer bound.
+	SendQueueHighWater prometheus.Histogram
 }
 
 // NewNode creates the node metrics and registers them on reg.
@@ -69,9 +80,50 @@ func NewNode(reg prometheus.Registerer) *Node {
 			Help: "Groups with at least one member on this node."}),
 		BackplanePublishErr: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "node_backplane_send_errors_total",
 			Help: "Sends from this node whose backplane publication failed (remote members missed them)."}),
+		SendQueueHighWater: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "send_queue_high_water_bytes",
+			Help:    "Most bytes a connection's send queue held during its life, observed when it ends.",
+			Buckets: prometheus.ExponentialBuckets(1024, 4, 8)}), // 1 KiB .. 16 MiB
 	}
 	reg.MustRegister(m.ConnectionsCurrent, m.ConnectionsOpened, m.ConnectionsClosed, m.HandshakeFailures, m.MessagesIn,
 		m.BytesIn, m.RecordsOut, m.BytesOut, m.WritesOut, m.RecordsPerWrite, m.SlowConsumerCloses, m.DroppedFrames,
-		m.Invocations, m.InvocationDuration, m.LocalGroups, m.RateLimited, m.BackplanePublishErr)
+		m.Invocations, m.InvocationDuration, m.LocalGroups, m.RateLimited, m.BackplanePublishErr, m.SendQueueHighWater)
 	return m
+}
+
+// InitHub creates the series of hub at zero, so that rates and alerts see
+// them before its first connection.
+func (m *Node) InitHub(hub string) {
+	m.ConnectionsCurrent.WithLabelValues(hub)
+	m.ConnectionsOpened.WithLabelValues(hub)
+	m.RateLimited.WithLabelValues(hub)
+}
+
+// MessageInCounter returns the counter of received records of one message
+// type, for callers that resolve it once instead of on every record.
+func (m *Node) MessageInCounter(messageType string) prometheus.Counter {
+	return m.MessagesIn.WithLabelValues(messageType)
+}
+
+// SendQueueDepth is what the node's send queues hold at one moment.
+type SendQueueDepth struct {
+	Bytes       int // queued bytes, all connections together
+	Frames      int // queued records, all connections together
+	DeepestByte int // bytes queued for the fullest connection
+}
+
+// RegisterSendQueues registers gauges of the send queues' current depth,
+// read from depth at scrape time (the hot path keeps no shared counter).
+func RegisterSendQueues(reg prometheus.Registerer, depth func() SendQueueDepth) {
+	bytes := newDesc("send_queue_bytes", "Bytes queued for clients now, all connections together.")
+	frames := newDesc("send_queue_frames", "Records queued for clients now, all connections together.")
+	deepest := newDesc("send_queue_max_bytes", "Bytes queued now for the connection with the fullest send queue.")
+	reg.MustRegister(&funcCollector{
+		descs: []*prometheus.Desc{bytes, frames, deepest},
+		collect: func(ch chan<- prometheus.Metric) {
+			d := depth()
+			ch <- prometheus.MustNewConstMetric(bytes, prometheus.GaugeValue, float64(d.Bytes))
+			ch <- prometheus.MustNewConstMetric(frames, prometheus.GaugeValue, float64(d.Frames))
+			ch <- prometheus.MustNewConstMetric(deepest, prometheus.GaugeValue, float64(d.DeepestByte))
+		},
+	})
 }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/orchestratorchat/hubfarm/orchestration/session"
+	"github.com/orchestratorchat/hubfarm/orchestration/tools"
 	"github.com/orchestratorchat/hubfarm/web"
 )
 
@@ -89,6 +89,9 @@ type Node struct {
 	server   *http.Server
 	serveErr chan error
 	stopOnce sync.Once
+
+	// approvals counts tool approval outcomes (see ObserveApproval).
+	approvals *metrics.Approvals
 }
 
 // URL is the node's base URL (http://host:port).
@@ -140,8 +143,9 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 		cfg.TokenSecret = secret
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := metrics.NewRegistry()
+	nodeMetrics := metrics.NewNode(reg)
+	bpMetrics := metrics.NewBackplane(reg)
 	hcfg := cfg.Hub
 	hcfg.NodeID, hcfg.TokenSecret, hcfg.Logger = cfg.NodeID, cfg.TokenSecret, cfg.Logger
 	hcfg.DevTrustUserParam = hcfg.DevTrustUserParam || cfg.DevTrustUserParam
@@ -155,7 +159,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 			return hubnode.Identity{User: c.Subject, Roles: c.Roles, Expires: c.Expires}, nil
 		}
 	}
-	hn, err := hubnode.New(hcfg, metrics.NewNode(reg))
+	hn, err := hubnode.New(hcfg, nodeMetrics)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +169,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	}
 	bp, err := backplane.New(rdb, backplane.Config{
 		Prefix: cfg.Prefix, NodeID: cfg.NodeID, Address: ln.Addr().String(),
-		HeartbeatInterval: cfg.HeartbeatInterval,
+		HeartbeatInterval: cfg.HeartbeatInterval, OnPublished: bpMetrics.ObservePublish,
 	}, hn.HandleDelivery, cfg.Logger)
 	if err != nil {
 		ln.Close()
@@ -178,6 +182,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	}
 	ecfg := cfg.Engine
 	ecfg.Prefix, ecfg.NodeID = cfg.Prefix, cfg.NodeID
+	ecfg.Observer = metrics.NewEngine(reg, metrics.EngineLabels{
+		JobKinds: orchestration.JobKinds(), PlanOutcomes: orchestration.PlanOutcomes()})
 	switch {
 	case cfg.NoWorkers:
 		ecfg.Workers = 0
@@ -193,6 +199,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	}
 	hh := hubs.Register(hn, hubs.Deps{Sessions: store, Engine: engine, Logger: log, Dev: cfg.Dev,
 		OpenSessions: cfg.Auth == nil})
+	nodeMetrics.InitHub(hh.Orchestrator.Name())
+	nodeMetrics.InitHub(hh.Agent.Name())
 
 	if err := bp.Start(ctx); err != nil {
 		ln.Close()
@@ -211,6 +219,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	}
 	n := &Node{ID: cfg.NodeID, Hub: hn, Hubs: hh, BP: bp, Sessions: store, Engine: engine, Registry: reg,
 		cfg: cfg, rdb: rdb, log: log, listener: ln, serveErr: make(chan error, 1)}
+	n.approvals = metrics.NewApprovals(reg, tools.ApprovalOutcomes())
+	n.registerCollectors()
 	n.server = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { n.serveErr <- n.server.Serve(ln) }()
 	log.Info("node serving", "addr", ln.Addr().String())
@@ -255,6 +265,46 @@ func (n *Node) connectionNode(ctx context.Context, connID string) (string, error
 	return node, err
 }
 
+// registerCollectors registers the metrics read at scrape time: send-queue
+// depth, the backplane's counters and peers, the job stream's backlog and
+// readiness.
+func (n *Node) registerCollectors() {
+	metrics.RegisterSendQueues(n.Registry, n.Hub.SendQueueDepth)
+	metrics.RegisterBackplaneStats(n.Registry, metrics.BackplaneSources{
+		Stats: func() metrics.BackplaneStats {
+			s := n.BP.Stats()
+			return metrics.BackplaneStats{Published: s.Published, PublishErrors: s.PublishErrors, Received: s.Received,
+				Dropped: s.Dropped, Duplicates: s.Duplicates, Reconnects: s.Reconnects, NodeReaps: s.NodeReaps,
+				Subscriptions: s.Subscriptions, QueueLen: s.QueueLen}
+		},
+		PeerHeartbeats: n.peerHeartbeats,
+	})
+	metrics.RegisterJobBacklog(n.Registry, func(ctx context.Context) (metrics.JobBacklog, error) {
+		b, err := n.Engine.Backlog(ctx)
+		return metrics.JobBacklog{Queued: b.Queued, Pending: b.Pending, Delayed: b.Delayed, DeadLetters: b.DeadLetters}, err
+	})
+	metrics.RegisterHealth(n.Registry, metrics.Health{Ready: n.Ready, Draining: n.Hub.Draining})
+}
+
+// peerHeartbeats returns the last heartbeat of every other live node.
+func (n *Node) peerHeartbeats(ctx context.Context) ([]time.Time, error) {
+	nodes, err := n.BP.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	beats := make([]time.Time, 0, len(nodes))
+	for _, p := range nodes {
+		if p.ID != n.ID {
+			beats = append(beats, p.LastHeartbeat)
+		}
+	}
+	return beats, nil
+}
+
+// ObserveApproval counts a tool approval outcome; pass it as
+// tools.ApprovalsConfig.OnOutcome to the node's approvals coordinator.
+func (n *Node) ObserveApproval(r tools.ApprovalResult) { n.approvals.Observe(r.Outcome()) }
+
 // Ready reports whether the node can serve: not draining, and Redis and the
 // node's pub/sub subscription answer end to end.
 func (n *Node) Ready(ctx context.Context) error {
@@ -266,31 +316,21 @@ func (n *Node) Ready(ctx context.Context) error {
 	return n.BP.Ready(ctx)
 }
 
-// Shutdown drains the node gracefully: not ready first (the hub node's
-// draining flag), no new connections, existing ones closed with
-// allowReconnect over the drain window. At the same time the engine stops
-// taking jobs, and its running jobs have the same window to finish; those
-// still running when it ends are released for another node to take at once
-// (a zero window leaves them until ctx ends). Releasing is part of a clean
-// drain, not an error. Then the HTTP server stops and the backplane
-// deregisters the node.
+// Shutdown drains the node gracefully, in this order: not ready first (the
+// hub node's draining flag), no new connections, existing ones closed with
+// allowReconnect over the drain window; then the engine stops taking jobs
+// and finishes or releases running ones; then the HTTP server stops and the
+// backplane deregisters the node.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var errs []error
 	n.stopOnce.Do(func() {
-		jobsCtx, cancelJobs := ctx, context.CancelFunc(func() {})
-		if n.cfg.DrainWindow > 0 {
-			jobsCtx, cancelJobs = context.WithTimeout(ctx, n.cfg.DrainWindow)
-		}
-		defer cancelJobs()
-		engineDone := make(chan error, 1)
-		go func() { engineDone <- n.Engine.Shutdown(jobsCtx) }()
 		if err := n.Hub.Drain(ctx, n.cfg.DrainWindow); err != nil {
 			errs = append(errs, err)
 		}
 		if err := n.Hub.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		if err := <-engineDone; err != nil && (ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded)) {
+		if err := n.Engine.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
 		if err := n.server.Shutdown(ctx); err != nil {

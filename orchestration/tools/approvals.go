@@ -62,6 +62,9 @@ type ApprovalsConfig struct {
 	Now func() time.Time
 	// Logger receives the audit lines (slog.Default()).
 	Logger *slog.Logger
+	// OnOutcome, if set, is called with every result of Authorize, after
+	// its audit line (metrics count ApprovalResult.Outcome).
+	OnOutcome func(ApprovalResult)
 }
 
 func (c ApprovalsConfig) withDefaults() ApprovalsConfig {
@@ -495,6 +498,9 @@ func (a *Approvals) audit(ctx context.Context, event string, req ApprovalRequest
 		slog.String("user", req.RequesterUser), slog.String("decided_by", res.DecidedBy),
 		slog.String("rule", res.Rule), slog.String("outcome", outcome), slog.String("reason", res.Reason),
 		slog.Bool("dangerous", res.IsDangerous), slog.Bool("cached", res.Cached))
+	if a.cfg.OnOutcome != nil {
+		a.cfg.OnOutcome(res)
+	}
 }
 
 // clip shortens a command for the log.

@@ -1,0 +1,331 @@
+package farm_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orchestratorchat/hubfarm/hubnode/client"
+	"github.com/orchestratorchat/hubfarm/hubnode/hubs"
+	"github.com/orchestratorchat/hubfarm/internal/farm"
+	"github.com/orchestratorchat/hubfarm/internal/testredis"
+)
+
+// get returns the status and body of GET url.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// waitReadyz polls the node's /readyz until it answers status.
+func waitReadyz(t *testing.T, n *farm.Node, status int, within time.Duration) {
+	t.Helper()
+	var got int
+	var body string
+	deadline := time.Now().Add(within)
+	for {
+		got, body = get(t, n.URL()+"/readyz")
+		if got == status {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s /readyz answered %d %q for %v, want %d", n.ID, got, body, within, status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// farmSession is a session with members on different nodes: a message from
+// sender must reach every receiver.
+type farmSession struct {
+	id        string
+	sender    *client.Conn
+	receivers []*recorder
+}
+
+// sessionsAcross creates three sessions whose members are spread over a
+// and b, so that every node's group subscriptions are needed.
+func sessionsAcross(t *testing.T, a, b *farm.Node) []farmSession {
+	t.Helper()
+	const hub = hubs.OrchestratorPath
+	alice, dave := dial(t, a.URL(), hub, "alice"), dial(t, a.URL(), hub, "dave")
+	bob, carol := dial(t, b.URL(), hub, "bob"), dial(t, b.URL(), hub, "carol")
+	rec := map[*client.Conn]*recorder{}
+	for _, c := range []*client.Conn{alice, bob, carol, dave} {
+		rec[c] = record(c, "ReceiveSessionMessage")
+	}
+	var out []farmSession
+	for _, s := range []struct {
+		sender  *client.Conn
+		members []*client.Conn
+	}{
+		{alice, []*client.Conn{bob}},        // a → b
+		{carol, []*client.Conn{dave}},       // b → a
+		{bob, []*client.Conn{alice, carol}}, // b → a and b
+	} {
+		id := createSession(t, s.sender, "readyz")
+		ss := farmSession{id: id, sender: s.sender}
+		for _, m := range s.members {
+			invoke(t, m, nil, "JoinSession", id)
+			ss.receivers = append(ss.receivers, rec[m])
+		}
+		out = append(out, ss)
+	}
+	return out
+}
+
+// checkDelivery sends tag in every session and waits until every receiver
+// has it.
+func checkDelivery(t *testing.T, sessions []farmSession, tag string) {
+	t.Helper()
+	for i, s := range sessions {
+		msg := fmt.Sprintf("%s-%d", tag, i)
+		invoke(t, s.sender, nil, "SendSessionMessage", s.id, msg)
+		for _, r := range s.receivers {
+			waitFor(t, 10*time.Second, "delivery of "+msg, func() bool {
+				for _, c := range contents(t, r.snapshot()) {
+					if c == msg {
+						return true
+					}
+				}
+				return false
+			})
+		}
+	}
+}
+
+// TestReadyzRedWhileSubscriptionsRefused kills the pub/sub connections under
+// two real nodes (CLIENT KILL TYPE pubsub) while Redis' ACL refuses
+// SUBSCRIBE, so the subscriptions cannot come back: /readyz and
+// hubfarm_ready stay red (and /healthz green) until Redis accepts them
+// again; then /readyz turns green and every session group delivers again.
+func TestReadyzRedWhileSubscriptionsRefused(t *testing.T) {
+	srv := testredis.Start(t)
+	f := startFarm(t, testredis.Backend{Name: "redis-server", Server: srv}, 2, nil)
+	n1, n2 := f.nodes[0], f.nodes[1]
+	both := []*farm.Node{n1, n2}
+	sessions := sessionsAcross(t, n1, n2)
+	checkDelivery(t, sessions, "before")
+	for _, n := range both {
+		waitReadyz(t, n, http.StatusOK, 5*time.Second)
+	}
+	before := scrapeAll(t, both)
+
+	admin := srv.NewClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "-subscribe").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range both {
+		waitReadyz(t, n, http.StatusServiceUnavailable, 10*time.Second)
+	}
+	// Red it stays while nothing can subscribe, through several health
+	// checks (one per 100ms heartbeat); the process itself is alive.
+	for i := 0; i < 5; i++ {
+		for _, n := range both {
+			if code, body := get(t, n.URL()+"/readyz"); code != http.StatusServiceUnavailable {
+				t.Fatalf("%s /readyz answered %d %q while SUBSCRIBE is refused", n.ID, code, body)
+			}
+			if code, _ := get(t, n.URL()+"/healthz"); code != http.StatusOK {
+				t.Fatalf("%s /healthz answered %d", n.ID, code)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // spacing the checks over health-check rounds, not waiting for a condition
+	}
+	for _, n := range both {
+		if m := scrape(t, n); m.get("hubfarm_ready") != 0 {
+			t.Errorf("%s: hubfarm_ready = %v while /readyz is red", n.ID, m.get("hubfarm_ready"))
+		}
+	}
+
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "+subscribe").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range both {
+		waitReadyz(t, n, http.StatusOK, 10*time.Second)
+		wantValue(t, n, 1, "hubfarm_ready")
+	}
+	for i, n := range both {
+		if d := scrape(t, n).get("hubfarm_backplane_reconnects_total") - before[i].get("hubfarm_backplane_reconnects_total"); d < 1 {
+			t.Errorf("%s: reconnects moved by %v, want at least 1", n.ID, d)
+		}
+	}
+	checkDelivery(t, sessions, "after")
+}
+
+// TestReadyzRedWhileSubscriberFrozen freezes the pub/sub connection of a
+// node (a TCP proxy between it and Redis stops passing its bytes: no error,
+// just silence). /readyz turns red because the probe no longer comes back,
+// the other node stays green; once the health check replaced the silent
+// connection /readyz is green and every session group delivers again.
+func TestReadyzRedWhileSubscriberFrozen(t *testing.T) {
+	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
+		addr := ""
+		if b.Server != nil {
+			addr = b.Server.Addr()
+		} else {
+			addr = b.Mini.Addr()
+		}
+		p := startFreezeProxy(t, addr)
+		proxied := redis.NewClient(&redis.Options{Addr: p.ln.Addr().String()})
+		t.Cleanup(func() { _ = proxied.Close() })
+		n1 := startNodeOn(t, "n1", proxied)
+		n2 := startNodeOn(t, "n2", b.NewClient())
+		sessions := sessionsAcross(t, n1, n2)
+		checkDelivery(t, sessions, "before")
+		waitReadyz(t, n1, http.StatusOK, 5*time.Second)
+		before := scrape(t, n1)
+
+		p.freezeSubscribers()
+		waitReadyz(t, n1, http.StatusServiceUnavailable, 10*time.Second)
+		if code, body := get(t, n2.URL()+"/readyz"); code != http.StatusOK {
+			t.Fatalf("n2 /readyz answered %d %q; only n1's subscriber is frozen", code, body)
+		}
+		// The backplane replaces a connection silent for 5s.
+		waitReadyz(t, n1, http.StatusOK, 20*time.Second)
+		if d := scrape(t, n1).get("hubfarm_backplane_reconnects_total") - before.get("hubfarm_backplane_reconnects_total"); d < 1 {
+			t.Errorf("n1: reconnects moved by %v, want at least 1", d)
+		}
+		checkDelivery(t, sessions, "after")
+	})
+}
+
+// startNodeOn starts a node like startFarm does, on the given client.
+func startNodeOn(t *testing.T, id string, rdb redis.UniversalClient) *farm.Node {
+	t.Helper()
+	cfg := farm.NodeConfig{NodeID: id, DevTrustUserParam: true, Dev: true,
+		HeartbeatInterval: 100 * time.Millisecond, Logger: quietLogger()}
+	cfg.Hub.InvocationRate, cfg.Hub.InvocationBurst = 1e6, 1e6
+	n, err := farm.StartNode(context.Background(), cfg, rdb)
+	if err != nil {
+		t.Fatalf("start %s: %v", id, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Shutdown(ctx)
+	})
+	return n
+}
+
+// freezeProxy forwards TCP connections to Redis and can freeze those that
+// subscribed: they stay open, but nothing passes any more, like a
+// half-open connection.
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []*frozenConn
+	wg     sync.WaitGroup
+}
+
+type frozenConn struct {
+	client, server net.Conn
+	subscriber     atomic.Bool
+	frozen         chan struct{}
+	once           sync.Once
+}
+
+func startFreezeProxy(t *testing.T, target string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *freezeProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		fc := &frozenConn{client: c, server: s, frozen: make(chan struct{})}
+		p.mu.Lock()
+		p.conns = append(p.conns, fc)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(fc, c, s, true)
+		go p.pipe(fc, s, c, false)
+	}
+}
+
+// pipe copies from → to until either side fails; a frozen connection's
+// bytes are swallowed (the reads go on, so closing still ends it).
+func (p *freezeProxy) pipe(fc *frozenConn, from, to net.Conn, upstream bool) {
+	defer p.wg.Done()
+	defer from.Close()
+	defer to.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			if upstream && bytes.Contains(bytes.ToLower(buf[:n]), []byte("subscribe")) {
+				fc.subscriber.Store(true)
+			}
+			select {
+			case <-fc.frozen:
+				continue
+			default:
+			}
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freezeSubscribers freezes every connection that has sent a SUBSCRIBE.
+func (p *freezeProxy) freezeSubscribers() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, fc := range p.conns {
+		if fc.subscriber.Load() {
+			fc.once.Do(func() { close(fc.frozen) })
+		}
+	}
+}
+
+func (p *freezeProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, fc := range p.conns {
+		fc.client.Close()
+		fc.server.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}

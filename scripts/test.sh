@@ -2,8 +2,8 @@
 # Runs every test of hubfarm, on a fresh Debian machine with Go, Node.js and npm:
 #
 #   1. installs what is missing (redis-server; a C compiler for the race detector;
-#      Debian's chromium for the browser test)
-#   2. gofmt and go vet
+#      Debian's chromium for the browser test; Debian's prometheus for promtool)
+#   2. gofmt, go vet, and promtool on deploy/prometheus/ (config, rules, rule tests)
 #   3. go test -race over every package
 #   4. a short run of every Go fuzz target in the repository
 #   5. the end-to-end suite in e2e/ (official @microsoft/signalr client against `hubfarm dev`)
@@ -111,6 +111,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 cc="$(go env CC)"
 cc="${cc%% *}" # the compiler, without any flags
 command -v "${cc:-gcc}" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# promtool checks the alert rules and scrape config; Debian ships it in the
+# prometheus package (this script runs only promtool, never the server).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # The browser test drives Debian's Chromium (never a downloaded browser build).
 chromium_bin="${HUBFARM_CHROMIUM:-/usr/bin/chromium}"
 if [ "$skip_e2e" != 1 ] && [ "$skip_browser" != 1 ] && [ ! -x "$chromium_bin" ]; then
@@ -138,6 +141,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH"
 echo "redis: $(redis-server --version)"
+command -v promtool >/dev/null 2>&1 || die "promtool is still not on PATH (Debian package: prometheus)"
+echo "promtool: $(promtool --version 2>&1 | head -n 1)"
 
 if [ "$skip_e2e" != 1 ]; then
 	command -v node >/dev/null 2>&1 || die "Node.js is not on PATH; install Node.js 20 or newer, or skip the e2e suite with --skip-e2e"
@@ -161,6 +166,11 @@ $unformatted"
 
 step "go vet"
 go vet ./...
+
+step "promtool (deploy/prometheus)"
+promtool check config deploy/prometheus/prometheus.yml
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
 
 # --- unit and integration tests ------------------------------------------
 

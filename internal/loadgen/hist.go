@@ -185,3 +185,33 @@ func (s *HistSnapshot) Summary() Latency {
 	l.P99, l.P999 = ms(s.Quantile(0.99)), ms(s.Quantile(0.999))
 	return l
 }
+
+// Since returns the values recorded after prev was taken (prev may be nil).
+// Its minimum and maximum are bucket bounds, not exact values.
+func (s *HistSnapshot) Since(prev *HistSnapshot) *HistSnapshot {
+	d := &HistSnapshot{sum: s.sum, min: math.MaxInt64}
+	if prev != nil {
+		d.sum -= prev.sum
+	}
+	for b := range s.counts {
+		c := s.counts[b]
+		if prev != nil {
+			c -= prev.counts[b]
+		}
+		if c == 0 {
+			continue
+		}
+		d.counts[b] = c
+		d.n += c
+		lo, w := bucketBounds(b)
+		d.min = min(d.min, int64(lo))
+		d.max = int64(lo + w - 1)
+	}
+	if b := histBuckets - 1; d.counts[b] != 0 {
+		d.max = s.max
+	}
+	if d.n == 0 {
+		d.min = 0
+	}
+	return d
+}

@@ -152,3 +152,27 @@ func TestHistogramRecordDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Record allocates %v times", n)
 	}
 }
+
+func TestSnapshotSince(t *testing.T) {
+	h := NewHistogram()
+	for i := 0; i < 1000; i++ {
+		h.Record(0, time.Millisecond)
+	}
+	first := h.Snapshot()
+	for i := 0; i < 100; i++ {
+		h.Record(0, time.Second)
+	}
+	d := h.Snapshot().Since(first)
+	if d.Count() != 100 {
+		t.Fatalf("count %d, want 100", d.Count())
+	}
+	if q := d.Quantile(0.5); math.Abs(float64(q-time.Second)) > float64(time.Second)/128 {
+		t.Fatalf("median of the interval %v, want ~1s", q)
+	}
+	if all := h.Snapshot().Since(nil); all.Count() != 1100 || all.Quantile(0.5) > 2*time.Millisecond {
+		t.Fatalf("since nil: count %d median %v", all.Count(), all.Quantile(0.5))
+	}
+	if e := first.Since(first); e.Count() != 0 || e.Quantile(0.99) != 0 {
+		t.Fatalf("empty interval: %d", e.Count())
+	}
+}

@@ -374,6 +374,9 @@ func (r *runner) connectAll(ctx context.Context, jobs []*connectJob, cs *Connect
 		}()
 	}
 	wg.Wait()
+	// Kept-alive negotiate connections cost two goroutines each on every
+	// source address; nothing needs them until the next connect phase.
+	r.dialer.closeIdle()
 	cs.Attempted += len(jobs)
 	cs.Connected += int(ok.Load())
 	cs.Failed += len(jobs) - int(ok.Load())
@@ -440,6 +443,8 @@ func (r *runner) progressLoop(ctx context.Context) {
 	lastT := start
 	lastSent, lastRecv := int64(0), int64(0)
 	lastCPU, _ := selfCPU()
+	var lastHist *Histogram
+	var lastSnap *HistSnapshot
 	for {
 		select {
 		case <-ctx.Done():
@@ -448,11 +453,21 @@ func (r *runner) progressLoop(ctx context.Context) {
 			dt := now.Sub(lastT).Seconds()
 			sent, recv := r.sent.Load(), r.recv.Load()
 			cpu, _ := selfCPU()
+			// p99 so far, and of this interval alone: a queue building up
+			// shows in the second long before it moves the first.
 			p99 := "-"
 			if h := r.progressHist.Load(); h != nil {
-				if s := h.Snapshot(); s.Count() > 0 {
-					p99 = fmt.Sprintf("%.2fms", ms(s.Quantile(0.99)))
+				s := h.Snapshot()
+				if h != lastHist {
+					lastHist, lastSnap = h, nil
 				}
+				if s.Count() > 0 {
+					p99 = fmt.Sprintf("%.2fms", ms(s.Quantile(0.99)))
+					if d := s.Since(lastSnap); d.Count() > 0 {
+						p99 += fmt.Sprintf(" (last %.2fms)", ms(d.Quantile(0.99)))
+					}
+				}
+				lastSnap = s
 			}
 			fmt.Fprintf(r.cfg.ProgressOut, "[%6.1fs] %-8s conns %d  %s %d (%.0f/s)  %s %d (%.0f/s)  p99 %s  errors %d  cpu %.0f%%\n",
 				now.Sub(start).Seconds(), *r.phase.Load(), r.env.live.Load(),

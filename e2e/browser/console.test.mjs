@@ -243,6 +243,7 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
       assert.equal(await k.locator('.pct').textContent(), '100 %');
       assert.ok((await k.locator('.final-output').textContent()).length > 0, `${c.label}: final output shown`);
     }
+    await alice.page.locator(`#chat-log .plan-note[data-plan="${planId}"][data-status="completed"]`).waitFor({ state: 'attached' });
     await shot(alice, 'plan');
     await shot(bob, 'plan-phone');
   });
@@ -302,6 +303,24 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     await message(alice.page, 'bob is back').waitFor();
     await shot(bob, 'reconnected-phone');
     await shot(alice, 'chat');
+  });
+
+  await t.test('the layout holds at 375 px and 1440 px, and the tabs work from the keyboard', async () => {
+    await bob.page.setViewportSize({ width: 375, height: 740 });
+    await alice.page.setViewportSize({ width: 1440, height: 900 });
+    for (const c of [alice, bob]) {
+      for (const tab of ['tab-chat', 'tab-plan', 'tab-tools', 'tab-farm']) {
+        await openTab(c.page, tab);
+        const overflow = await c.page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        assert.ok(overflow <= 0, `${c.label} ${tab}: the page is ${overflow} px wider than the window`);
+      }
+    }
+    await alice.page.focus('#tab-farm');
+    await alice.page.keyboard.press('ArrowRight'); // wraps to the first tab
+    await alice.page.locator('#tab-chat[aria-selected="true"]').waitFor();
+    assert.equal(await alice.page.evaluate(() => document.activeElement.id), 'tab-chat');
+    await alice.page.keyboard.press('End');
+    await alice.page.locator('#panel-farm:not([hidden])').waitFor();
   });
 
   for (const c of consoles) assert.deepEqual(c.errors, [], `${c.label}: no uncaught errors in the page`);

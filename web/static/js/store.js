@@ -297,7 +297,14 @@ export class Store extends EventTarget {
       const cur = p.steps.get(step.order);
       p.steps.set(step.order, { step, status: cur?.status || 'pending', result: cur?.result || null });
     }
+    this.planItem(s, plan.id, eventId);
     this.changed('plans', { sessionId, planId: plan.id });
+  }
+
+  /** Keeps the plan's line in the chat (created, progress, outcome) up to date. */
+  planItem(s, planId, eventId) {
+    const [item] = s.upsertItem(`plan:${planId}`, eventId, () => ({ kind: 'plan', planId }));
+    this.changed('item', { sessionId: s.id, key: item.key });
   }
 
   planState(sessionId, state) {
@@ -328,6 +335,7 @@ export class Store extends EventTarget {
     p.currentAgent = pr.currentAgent || '';
     const step = p.steps.get(pr.currentStep);
     if (step && step.status === 'pending') step.status = 'running';
+    this.planItem(s, p.id, eventId);
     this.changed('plans', { sessionId, planId: p.id });
   }
 
@@ -340,6 +348,7 @@ export class Store extends EventTarget {
     cur.result = ev.result || null;
     cur.status = ev.result?.success === false ? 'failed' : 'completed';
     p.steps.set(ev.order, cur);
+    this.planItem(s, p.id, eventId);
     this.changed('plans', { sessionId, planId: p.id });
   }
 
@@ -351,6 +360,7 @@ export class Store extends EventTarget {
     const cancelled = /cancel/i.test(result.finalOutput || '');
     p.status = result.success ? 'completed' : cancelled ? 'cancelled' : 'failed';
     if (result.success) p.percent = 100;
+    this.planItem(s, p.id, eventId);
     this.changed('plans', { sessionId, planId: p.id });
   }
 

@@ -35,6 +35,14 @@ export function mountChat(root, store, service) {
 
   // ---- items ----
   const itemEl = (item) => {
+    if (item.kind === 'plan') {
+      const bar = h('span', { class: 'bar-fill' });
+      const el = h('li', { class: 'plan-note', 'data-key': item.key, 'data-plan': item.planId },
+        h('span', { class: 'plan-note-text' }),
+        h('span', { class: 'progress mini', 'aria-hidden': 'true' }, bar));
+      el.bar = bar;
+      return el;
+    }
     if (item.kind === 'notice') {
       return h('li', { class: `notice notice-${item.level}`, role: item.level === 'error' ? 'alert' : null }, item.text);
     }
@@ -54,6 +62,17 @@ export function mountChat(root, store, service) {
   };
 
   const update = (item, el) => {
+    if (item.kind === 'plan') {
+      const p = store.sessions.get(sessionId)?.plans.get(item.planId);
+      if (!p) return;
+      const pct = Math.round(Math.min(100, p.percent));
+      const name = p.plan?.goal || 'plan';
+      const what = { preview: 'planned', starting: 'starting', running: `running, step ${p.currentStep || 1} of ${p.totalSteps || '?'}` }[p.status] || p.status;
+      el.querySelector('.plan-note-text').textContent = `Plan “${name}”: ${what} · ${pct} %`;
+      el.bar.style.width = `${pct}%`;
+      el.dataset.status = p.status;
+      return;
+    }
     el.body.replaceChildren(renderMarkdown(item.content));
     if (item.kind === 'answer') {
       el.classList.toggle('streaming', !item.complete);

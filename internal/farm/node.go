@@ -192,7 +192,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	default:
 		ecfg.Workers = 4
 	}
-	engine, err := orchestration.New(ecfg, rdb, hubs.EngineSessions{Store: store}, cfg.Agents, log)
+	engine, err := orchestration.New(ecfg, rdb, engineSessions{EngineSessions: hubs.EngineSessions{Store: store}, log: log}, cfg.Agents, log)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("farm: orchestration engine: %w", err)
@@ -358,6 +358,29 @@ func (n *Node) Kill() {
 		_ = n.Engine.Shutdown(ctx)
 		_ = n.BP.Shutdown(ctx)
 	})
+}
+
+// engineSessions is how the engine emits session events. An event that was
+// recorded in the session history (Emit returned its id) counts as emitted
+// even when a delivery failed -- typically the plan's caller connection died
+// with its node: members get the event through the session group, and whoever
+// missed it finds it in the history. Reporting that as an error made the
+// engine retry, which recorded and sent the event again (after a node loss,
+// every later StepCompleted and the OrchestrationCompleted arrived three
+// times).
+type engineSessions struct {
+	hubs.EngineSessions
+	log *slog.Logger
+}
+
+// Emit implements orchestration.Sessions.
+func (s engineSessions) Emit(ctx context.Context, id string, caller orchestration.Caller, target string, payload any) error {
+	eventID, err := s.Store.Emit(ctx, id, caller.ConnectionID, target, payload)
+	if err != nil && eventID != "" {
+		s.log.Debug("session event recorded; a delivery failed", "session", id, "target", target, "event", eventID, "err", err)
+		return nil
+	}
+	return err
 }
 
 // DefaultAgents is the catalogue of a node started without one: two

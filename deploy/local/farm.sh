@@ -263,7 +263,7 @@ stop_node() { # stop_node N: SIGTERM, wait for the drain; print the exit status
 		return 0
 	fi
 	local started=$SECONDS
-	kill -TERM "$pid"
+	kill -TERM "$pid" 2>/dev/null || true # it may be exiting already
 	# The node drains for --drain-window, then finishes or releases jobs.
 	if ! wait_gone "node-$i" "$timeout"; then
 		echo "farm.sh: node $i still running $timeout s after SIGTERM; sending SIGKILL" >&2

@@ -191,14 +191,19 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
   });
 
   await t.test('an agent answer streams into both consoles', { skip: !agentsAvailable && 'no GetAgents on this farm' }, async () => {
-    // Record how the answer grows in bob's console, chunk by chunk.
-    await bob.page.evaluate(() => {
-      const seen = (globalThis.answerGrowth = []);
-      new MutationObserver(() => {
-        const el = document.querySelector('#chat-log .msg.agent');
-        if (el) seen.push({ len: el.querySelector('.msg-body').textContent.length, complete: el.dataset.complete });
-      }).observe(document.getElementById('chat-log'), { subtree: true, childList: true, characterData: true, attributes: true });
-    });
+    // Record how the answer grows in each console, chunk by chunk (several
+    // chunks may arrive in one frame and be drawn once: count them in the store).
+    for (const c of [alice, bob]) {
+      await c.page.evaluate(() => {
+        const { store } = globalThis.hubfarmConsole;
+        const seen = (globalThis.answerGrowth = []);
+        store.addEventListener('change', (e) => {
+          if (e.detail.what !== 'item' || !e.detail.key.startsWith('ans:')) return;
+          const item = store.sessions.get(e.detail.sessionId).items.get(e.detail.key);
+          seen.push({ len: item.content.length, complete: item.complete });
+        });
+      });
+    }
     await openTab(alice.page, 'tab-chat');
     await alice.page.selectOption('#chat-to', agentIds[0]);
     await alice.page.fill('#chat-input', 'Write a short poem about hub nodes');
@@ -209,9 +214,12 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     const texts = await Promise.all([alice, bob].map((c) => c.page.locator('#chat-log .msg.agent .msg-body').first().textContent()));
     assert.ok(texts[0].trim().length > 0, 'the answer has text');
     assert.equal(texts[1], texts[0], 'both consoles show the same answer');
-    const growth = await bob.page.evaluate(() => globalThis.answerGrowth);
-    const partial = new Set(growth.filter((g) => g.complete === 'false' && g.len > 0).map((g) => g.len));
-    assert.ok(partial.size >= 2, `the answer appeared in pieces before it completed: ${JSON.stringify(growth)}`);
+    for (const c of [alice, bob]) {
+      const growth = await c.page.evaluate(() => globalThis.answerGrowth);
+      const partial = new Set(growth.filter((g) => !g.complete && g.len > 0).map((g) => g.len));
+      assert.ok(partial.size >= 2, `${c.label}: the answer arrived in pieces before it completed: ${JSON.stringify(growth)}`);
+      assert.equal(growth.at(-1)?.complete, true, `${c.label}: the answer completed`);
+    }
     await shot(alice, 'agent-answer');
   });
 
@@ -265,6 +273,39 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     await alice.page.locator('#tool-runs .tool-run:not([data-state="sent"]):not([data-state="running"]):not([data-state="Starting"])').first().waitFor();
     const state = await alice.page.locator('#tool-runs .tool-run').first().getAttribute('data-state');
     assert.notEqual(state, 'failed', `the approved tool ran: ${await alice.page.locator('#tool-runs .tool-run').first().textContent()}`);
+  });
+
+  await t.test('without agent methods on the farm: answers and approvals shaped by the contract render', { skip: agentsAvailable && 'the farm streams real answers (above)' }, async () => {
+    // The farm cannot produce these callbacks yet; hand them to bob's console
+    // as if they had arrived, and check what a person sees.
+    const page = bob.page;
+    await openTab(page, 'tab-chat');
+    const deliver = (target, arg) => page.evaluate(([tg, a]) => globalThis.hubfarmConsole.service.apply(tg, a, '', ''), [target, arg]);
+    await page.evaluate(() => globalThis.hubfarmConsole.store.setAgents([{ id: 'writer-x', name: 'Writer', status: 2 }], true));
+    const dto = (content, id, isComplete = false) => ({ agentId: 'writer-x', sessionId, timestamp: new Date().toISOString(),
+      response: { messageId: 'm-x', id, content, type: 0, isComplete } });
+    await deliver('ReceiveStreamingUpdate', dto('Hel', 'r1'));
+    await page.locator('.agent-chip.busy[data-agent="writer-x"]').waitFor();
+    await deliver('ReceiveStreamingUpdate', dto('lo **wor', 'r2'));
+    await deliver('ReceiveStreamingUpdate', dto('ld**', 'r3'));
+    const bubble = page.locator('#chat-log .msg.agent[data-key="ans:writer-x:m-x"]');
+    await bubble.locator('strong', { hasText: 'world' }).waitFor();
+    assert.equal(await bubble.getAttribute('data-complete'), 'false');
+    await deliver('ReceiveAgentResponse', dto('', 'r4', true));
+    await page.locator('#chat-log .msg.agent[data-complete="true"]').waitFor();
+    assert.equal((await bubble.locator('.msg-body').textContent()).trim(), 'Hello world');
+    await page.locator('.agent-chip[data-agent="writer-x"]:not(.busy)').waitFor();
+
+    await deliver('ToolApprovalRequired', { id: 'ap-x', toolName: 'bash', parameters: { command: 'rm -rf build' }, agentId: 'writer-x', sessionId, isDangerous: true });
+    const prompt = page.locator('#approvals .approval[data-approval="ap-x"]');
+    await prompt.locator('.danger-badge').waitFor();
+    assert.match(await prompt.locator('.params').textContent(), /rm -rf build/);
+    await shot(bob, 'approval-phone');
+    await prompt.locator('button.deny').click();
+    // The farm has no ApproveTool yet: the answer fails visibly, and can be dismissed.
+    await prompt.locator('.form-error').waitFor();
+    await prompt.locator('button.link', { hasText: 'Dismiss' }).click();
+    await prompt.waitFor({ state: 'detached' });
   });
 
   await t.test('a console whose connection was killed reconnects and shows what it missed', async () => {

@@ -20,7 +20,8 @@ import (
 //
 // Goroutines: one read loop for the life of the connection; a writer only
 // while records are queued; a dispatcher only while invocations are queued;
-// one per running stream. All end when the connection closes.
+// one per running stream and per running ConcurrentMethod invocation. All
+// end when the connection closes.
 type Conn struct {
 	id          string
 	hub         *Hub
@@ -50,6 +51,7 @@ type Conn struct {
 	streams     map[string]context.CancelFunc
 	invocations []protocol.Message
 	dispatching bool
+	concurrent  int // running ConcurrentMethod invocations
 	items       map[string]any
 }
 
@@ -282,6 +284,10 @@ func (c *Conn) handleRecord(rec []byte) error {
 		if c.throttled(m) {
 			return nil
 		}
+		if c.hub.concurrent(m.Target) {
+			c.startConcurrent(m)
+			return nil
+		}
 		c.enqueueInvocation(m)
 	case protocol.TypeStreamInvocation:
 		if c.throttled(m) {
@@ -362,6 +368,30 @@ func (c *Conn) dispatchLoop() {
 		c.mu.Unlock()
 		c.hub.invoke(c, m)
 	}
+}
+
+// startConcurrent runs a ConcurrentMethod invocation on its own goroutine,
+// bounded per connection like streams.
+func (c *Conn) startConcurrent(m protocol.Message) {
+	c.mu.Lock()
+	if c.concurrent >= c.node.cfg.MaxStreamsPerConnection {
+		c.mu.Unlock()
+		c.node.metrics.rateLimited(c.hub.name)
+		if m.InvocationID != "" {
+			c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, "RATE_LIMITED: too many concurrent invocations; slow down."))
+		}
+		return
+	}
+	c.concurrent++
+	c.mu.Unlock()
+	go func() {
+		defer func() {
+			c.mu.Lock()
+			c.concurrent--
+			c.mu.Unlock()
+		}()
+		c.hub.invoke(c, m)
+	}()
 }
 
 func (c *Conn) startStream(m protocol.Message) {

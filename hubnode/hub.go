@@ -34,11 +34,12 @@ func (h *Hub) Path() string { return h.path }
 func (h *Hub) Node() *Node { return h.node }
 
 type method struct {
-	name      string
-	fn        reflect.Value
-	args      []reflect.Type
-	stream    bool
-	hasResult bool
+	name       string
+	fn         reflect.Value
+	args       []reflect.Type
+	stream     bool
+	hasResult  bool
+	concurrent bool // runs beside the connection's other invocations (ConcurrentMethod)
 }
 
 var (
@@ -58,6 +59,28 @@ var (
 func (h *Hub) Method(name string, fn any) {
 	m := h.build(name, fn, false)
 	h.methods[strings.ToLower(name)] = m
+}
+
+// ConcurrentMethod registers a hub method like Method, but one that runs
+// on its own goroutine as soon as it arrives instead of waiting its turn in
+// the connection's queue, so that the connection keeps serving its other
+// invocations while it runs: for methods that may wait long (a tool call
+// waiting for a human's approval, which may come from the same
+// connection). Its Completion may therefore overtake those of invocations
+// sent before it. At most Config.MaxStreamsPerConnection concurrent
+// methods run per connection; beyond that a call is refused with a
+// RATE_LIMITED error. The Call's context is cancelled when the connection
+// closes.
+func (h *Hub) ConcurrentMethod(name string, fn any) {
+	m := h.build(name, fn, false)
+	m.concurrent = true
+	h.methods[strings.ToLower(name)] = m
+}
+
+// concurrent reports whether target names a ConcurrentMethod.
+func (h *Hub) concurrent(target string) bool {
+	m := h.methods[strings.ToLower(target)]
+	return m != nil && m.concurrent
 }
 
 // StreamMethod registers a server-to-client streaming method of the form

@@ -63,6 +63,22 @@ type Config struct {
 	// OpTimeout bounds each Redis operation the engine makes on its own
 	// behalf (5s).
 	OpTimeout time.Duration
+	// AgentTimeout bounds one attempt at answering an agent message (5
+	// min); an attempt that runs out is not retried: the caller and the
+	// session get ReceiveError with code TIMEOUT.
+	AgentTimeout time.Duration
+	// ConversationMessages is how many recent messages of a session an
+	// agent message job carries (20, the new message included), and
+	// ConversationBytes bounds their total size (256 KiB; older messages
+	// are dropped first, the new one is always kept).
+	ConversationMessages int
+	ConversationBytes    int
+	// ConversationTTL is how long a session's conversation is kept after
+	// its last message (7 days, the session store's default TTL).
+	ConversationTTL time.Duration
+	// MessageRetention is how long an agent message job's record stays
+	// after it finished (1h), so a redelivered job finds it done.
+	MessageRetention time.Duration
 	// Now is the clock (time.Now).
 	Now func() time.Time
 	// Observer, when set, receives job, plan and agent events for metrics
@@ -107,6 +123,15 @@ func (c *Config) fill() {
 	}
 	def(&c.PlanRetention, 24*time.Hour)
 	def(&c.OpTimeout, 5*time.Second)
+	def(&c.AgentTimeout, 5*time.Minute)
+	if c.ConversationMessages <= 0 {
+		c.ConversationMessages = 20
+	}
+	if c.ConversationBytes <= 0 {
+		c.ConversationBytes = 256 << 10
+	}
+	def(&c.ConversationTTL, 7*24*time.Hour)
+	def(&c.MessageRetention, time.Hour)
 	if c.Now == nil {
 		c.Now = time.Now
 	}

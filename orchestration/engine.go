@@ -28,6 +28,18 @@ func newKeys(prefix string) keys {
 
 func (k keys) plan(id string) string { return k.prefix + ":plan:" + id }
 
+// msg is an agent message job's record.
+func (k keys) msg(id string) string { return k.prefix + ":msg:" + id }
+
+// conv is a session's recent conversation (agent messages and answers).
+func (k keys) conv(sessionID string) string { return k.prefix + ":conv:" + sessionID }
+
+// agentRunning is the set of answers an agent is giving, farm-wide.
+func (k keys) agentRunning(agentID string) string { return k.prefix + ":agent:" + agentID + ":running" }
+
+// agentLast is the outcome of an agent's last answer ("ready" or "error").
+func (k keys) agentLast(agentID string) string { return k.prefix + ":agent:" + agentID + ":last" }
+
 // Stats are counters of this node's engine since New.
 type Stats struct {
 	StepsStarted   int64 // step attempts this node's workers started
@@ -38,26 +50,33 @@ type Stats struct {
 	DeadLettered   int64 // jobs moved to the dead-letter stream
 	Released       int64 // jobs given back at shutdown
 	Duplicates     int64 // deliveries dropped because the step was already recorded or taken over
+
+	MessagesAnswered int64 // agent messages this node's workers answered
+	MessagesFailed   int64 // agent messages whose answer failed for good (error, timeout, attempts exhausted)
 }
 
 type counters struct {
 	started, succeeded, failed, retries, reclaimed, dead, released, dups atomic.Int64
+	answered, unanswered                                                 atomic.Int64
 }
 
-// Engine builds and runs orchestration plans. Create it with New; call
-// Start to run workers on this node and Shutdown to stop them. The
-// hub-facing methods (CreatePlan, ExecutePlan, SendOrchestrationMessage,
-// CancelExecution, GetPlan) work without Start. All methods are safe for
-// concurrent use.
+// Engine builds and runs orchestration plans and answers agent messages.
+// Create it with New; call Start to run workers on this node and Shutdown
+// to stop them. The hub-facing methods (CreatePlan, ExecutePlan,
+// SendOrchestrationMessage, CancelExecution, GetPlan, SendAgentMessage,
+// StreamAgentMessage, Agents, AgentStatus) work without Start. All methods
+// are safe for concurrent use.
 type Engine struct {
 	cfg      Config
 	rdb      redis.UniversalClient
 	sessions Sessions
 	authz    SessionAuthorizer
+	router   Router // nil: agent messages are refused
 	agents   AgentCatalog
 	log      *slog.Logger
 	keys     keys
 	sc       scripts
+	msc      messageScripts
 	stats    counters
 
 	mu         sync.Mutex
@@ -79,6 +98,8 @@ type Engine struct {
 
 // New returns an engine. cfg's zero fields take their defaults (see
 // Config); rdb, sessions and agents are required; a nil logger discards.
+// When sessions also implements Router (and SessionAuthorizer), the engine
+// uses it for agent messages (and authorisation).
 func New(cfg Config, rdb redis.UniversalClient, sessions Sessions, agents AgentCatalog, logger *slog.Logger) (*Engine, error) {
 	if rdb == nil || sessions == nil || agents == nil {
 		return nil, errors.New("orchestration: New needs a Redis client, a Sessions and an AgentCatalog")
@@ -93,9 +114,10 @@ func New(cfg Config, rdb redis.UniversalClient, sessions Sessions, agents AgentC
 	e := &Engine{
 		cfg: cfg, rdb: rdb, sessions: sessions, agents: agents,
 		log:  logger.With("component", "orchestration", "node", cfg.NodeID),
-		keys: newKeys(cfg.Prefix), sc: newScripts(),
+		keys: newKeys(cfg.Prefix), sc: newScripts(), msc: newMessageScripts(),
 	}
 	e.authz, _ = sessions.(SessionAuthorizer)
+	e.router, _ = sessions.(Router)
 	return e, nil
 }
 
@@ -107,7 +129,8 @@ func (e *Engine) Stats() Stats {
 	s := &e.stats
 	return Stats{StepsStarted: s.started.Load(), StepsSucceeded: s.succeeded.Load(), StepsFailed: s.failed.Load(),
 		Retries: s.retries.Load(), Reclaimed: s.reclaimed.Load(), DeadLettered: s.dead.Load(),
-		Released: s.released.Load(), Duplicates: s.dups.Load()}
+		Released: s.released.Load(), Duplicates: s.dups.Load(),
+		MessagesAnswered: s.answered.Load(), MessagesFailed: s.unanswered.Load()}
 }
 
 // Start creates the job stream's consumer group if needed and starts

@@ -32,6 +32,40 @@ type Sessions interface {
 	Emit(ctx context.Context, sessionID string, caller Caller, target string, payload any) error
 }
 
+// Router is how the engine reaches connections outside the session history:
+// the streamed chunks of an agent's answer (never recorded: only the final
+// answer is) and agent status updates. A Sessions value that also
+// implements Router enables agent messages (SendAgentMessage,
+// StreamAgentMessage); without it they answer PROCESSING_ERROR. The hub
+// layer implements it over the node's Clients/Groups API.
+//
+// Ordering: the engine sends all callbacks of one answer from one
+// goroutine, each call returning before the next is made; the
+// implementation must deliver the callbacks of such a sequence to any one
+// connection in call order, whichever of SendGroup, SendConnection and
+// Sessions.Emit carried them (the hub node does: it publishes over one
+// ordered pipeline and each node reads one ordered subscription).
+type Router interface {
+	// SendGroup sends a callback to every member of group, farm-wide,
+	// except the connection exclude ("" = none). payload may be a
+	// json.RawMessage holding the encoded argument.
+	SendGroup(ctx context.Context, group, exclude, target string, payload any) error
+	// SendConnection sends a callback to one connection wherever it is.
+	SendConnection(ctx context.Context, connID, target string, payload any) error
+	// Watchers lists the connections, farm-wide, that receive the answers
+	// of agentID in sessionID without being members of the session's
+	// group: the subscribers of AgentGroup(agentID) that may see the
+	// session, and caller (when not "") if it is not in the session group.
+	// Each connection appears once.
+	Watchers(ctx context.Context, sessionID, agentID, caller string) ([]string, error)
+}
+
+// SessionGroup is the group of a session's members (shared by both hubs).
+func SessionGroup(sessionID string) string { return "session-" + sessionID }
+
+// AgentGroup is the group of an agent's subscribers (SubscribeToAgent).
+func AgentGroup(agentID string) string { return "agent-" + agentID }
+
 // SessionAuthorizer is optionally implemented by a Sessions value. When it
 // is, every hub-facing engine method asks it whether the caller may use the
 // session of the plan (or request) and answers FORBIDDEN if not.
@@ -39,15 +73,18 @@ type SessionAuthorizer interface {
 	CanUse(ctx context.Context, sessionID string, caller Caller) (bool, error)
 }
 
-// AgentRequest is one call of an agent for one attempt of one plan step.
+// AgentRequest is one call of an agent: one attempt of one plan step, or
+// one attempt at answering a message of a session (a conversation turn,
+// MessageID set).
 type AgentRequest struct {
 	AgentID   string
 	SessionID string
 	PlanID    string
 	Strategy  contract.OrchestrationStrategy
 	StepOrder int
-	// Attempt counts from 1 for each step; together with PlanID and
-	// StepOrder it seeds deterministic behaviour (see Scripted).
+	// Attempt counts from 1 for each step (or message); together with
+	// PlanID and StepOrder (or MessageID) it seeds deterministic behaviour
+	// (see Scripted).
 	Attempt int
 	Task    string
 	Goal    string
@@ -59,6 +96,16 @@ type AgentRequest struct {
 	// AvailableAgents lists the plan's agent ids (Adaptive's analysis step
 	// plans with them).
 	AvailableAgents []string
+
+	// MessageID is set for a conversation turn: the id of the user message
+	// being answered (the answer's messageId). Task then holds that
+	// message's content, and PlanID and StepOrder are empty.
+	MessageID string
+	// Messages is, for a conversation turn, the recent conversation of the
+	// session, oldest first, ending with the message being answered (the
+	// only one that keeps its attachments). Agents are stateless between
+	// calls: this is all the context they get (DESIGN decision 9).
+	Messages []contract.AgentMessage
 }
 
 // AgentResult is an agent's answer to a step.

@@ -8,16 +8,20 @@ import (
 )
 
 // keepalive watches one running job: every Config.PollInterval it checks
-// (one Lua call) that the plan and step still run and that this delivery
-// still owns the step, and every Config.ClaimRefresh it also refreshes the
-// job's claim (XCLAIM JUSTID) so the reclaimer leaves it alone. When the
-// plan stops (cancel, timeout, failure elsewhere) or the step was taken
-// over, it cancels the agent. After the agent returned (afterRun) it only
-// keeps the claim alive while the callbacks are sent.
+// (one Lua call) that the job's work should go on and that this delivery
+// still owns it, and every Config.ClaimRefresh it also refreshes the job's
+// claim (XCLAIM JUSTID) so the reclaimer leaves it alone. When the work
+// should stop (a plan cancelled, timed out or failed elsewhere) or was
+// taken over by another delivery, it cancels the agent. After the agent
+// returned (afterRun) it only keeps the claim alive while the callbacks are
+// sent.
 type keepalive struct {
-	e           *Engine
-	j           job
-	owner       string
+	e *Engine
+	// check runs the job kind's keepalive script; claim and post are "0"
+	// or "1" (refresh the claim; claim-only mode). It answers "ok", "stop",
+	// "lost" or "gone".
+	check       func(ctx context.Context, claim, post string) (string, error)
+	logAttrs    []any
 	cancelAgent context.CancelFunc
 	post        atomic.Bool
 	result      atomic.Value // string: "", "stop", "lost" or "gone"
@@ -26,8 +30,18 @@ type keepalive struct {
 	once        sync.Once
 }
 
+// startKeepalive watches a plan step's job.
 func (e *Engine) startKeepalive(j job, owner string, cancelAgent context.CancelFunc) *keepalive {
-	k := &keepalive{e: e, j: j, owner: owner, cancelAgent: cancelAgent,
+	check := func(ctx context.Context, claim, post string) (string, error) {
+		return e.sc.keepalive.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.jobs},
+			j.step, owner, groupName, e.cfg.NodeID, j.msgID, claim, post).Text()
+	}
+	return e.watch(check, cancelAgent, "plan", j.planID, "step", j.step)
+}
+
+// watch starts a keepalive loop around check.
+func (e *Engine) watch(check func(ctx context.Context, claim, post string) (string, error), cancelAgent context.CancelFunc, logAttrs ...any) *keepalive {
+	k := &keepalive{e: e, check: check, logAttrs: logAttrs, cancelAgent: cancelAgent,
 		done: make(chan struct{}), exited: make(chan struct{})}
 	e.wg.Go(k.loop)
 	return k
@@ -71,11 +85,10 @@ func (k *keepalive) loop() {
 			post = "1"
 		}
 		ctx, cancel := e.op()
-		res, err := e.sc.keepalive.Run(ctx, e.rdb, []string{e.keys.plan(k.j.planID), e.keys.jobs},
-			k.j.step, k.owner, groupName, e.cfg.NodeID, k.j.msgID, claim, post).Text()
+		res, err := k.check(ctx, claim, post)
 		cancel()
 		if err != nil {
-			e.log.Warn("keepalive", "plan", k.j.planID, "step", k.j.step, "err", err)
+			e.log.Warn("keepalive", append(k.logAttrs, "err", err)...)
 			continue
 		}
 		if claim == "1" {

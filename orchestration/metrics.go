@@ -38,12 +38,13 @@ type Observer interface {
 
 // Job kinds: the kind label of job metrics.
 const (
-	JobKindStep = "step" // one attempt of one plan step
+	JobKindStep         = "step"          // one attempt of one plan step
+	JobKindAgentMessage = "agent-message" // one attempt at answering a message sent to an agent
 )
 
 // JobKinds returns every job kind, so that metrics can create their series
 // before the first job.
-func JobKinds() []string { return []string{JobKindStep} }
+func JobKinds() []string { return []string{JobKindStep, JobKindAgentMessage} }
 
 // Job events reported through Observer.JobEvent. Every started job ends in
 // exactly one of succeeded, failed, retried, dead_lettered or released

@@ -36,12 +36,15 @@ func (e *Engine) scheduleLoop() {
 func (e *Engine) promoteRetries() {
 	ctx, cancel := e.op()
 	defer cancel()
-	n, err := e.sc.promote.Run(ctx, e.rdb, []string{e.keys.delayed, e.keys.jobs}, e.nowMs(), schedulerBatch).Int()
+	n, err := e.sc.promote.Run(ctx, e.rdb, []string{e.keys.delayed, e.keys.jobs}, e.nowMs(), schedulerBatch).Int64Slice()
 	if err != nil {
 		e.log.Warn("promote retries", "err", err)
 		return
 	}
-	e.observeJobs(JobKindStep, JobEnqueued, n)
+	if len(n) == 2 {
+		e.observeJobs(JobKindStep, JobEnqueued, int(n[0]))
+		e.observeJobs(JobKindAgentMessage, JobEnqueued, int(n[1]))
+	}
 }
 
 func (e *Engine) expirePlans() {

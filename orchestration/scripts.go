@@ -238,16 +238,29 @@ redis.call('HDEL', KEYS[1], p .. 'owner')
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
 return 'ok'`),
 
-		// promote: move due retries to the job stream.
+		// promote: move due retries to the job stream. Members are
+		// "plan|step|attempt" for plan steps and "msg|id|attempt" for agent
+		// messages (plan ids are UUIDs, so never "msg"). Returns how many
+		// of each were enqueued.
 		// KEYS delayed, jobs. ARGV now, limit.
 		promote: s(`
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local steps, msgs = 0, 0
 for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[1], m)
-  local plan, step, attempt = string.match(m, '^(.*)|(%d+)|(%d+)$')
-  if plan then redis.call('XADD', KEYS[2], '*', 'plan', plan, 'step', step, 'attempt', attempt) end
+  local mid, mattempt = string.match(m, '^msg|(.*)|(%d+)$')
+  if mid then
+    redis.call('XADD', KEYS[2], '*', 'kind', 'agent-message', 'msg', mid, 'attempt', mattempt)
+    msgs = msgs + 1
+  else
+    local plan, step, attempt = string.match(m, '^(.*)|(%d+)|(%d+)$')
+    if plan then
+      redis.call('XADD', KEYS[2], '*', 'plan', plan, 'step', step, 'attempt', attempt)
+      steps = steps + 1
+    end
+  end
 end
-return #due`),
+return {steps, msgs}`),
 
 		// abort: cancel or time out a plan at once. Running and retrying
 		// steps become cancelled (their ids are returned, after the status

@@ -14,7 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// job is one entry of the job stream: run one step of one plan.
+// job is one entry of the job stream: run one step of one plan. (Agent
+// message jobs carry kind "agent-message" and go to handleMessage.)
 type job struct {
 	msgID   string
 	planID  string
@@ -77,6 +78,10 @@ func (e *Engine) workerLoop(int) {
 // handle processes one delivery.
 func (e *Engine) handle(m redis.XMessage) {
 	if e.crashed.Load() {
+		return
+	}
+	if jobKindOf(m.Values) == JobKindAgentMessage {
+		e.handleMessage(m)
 		return
 	}
 	j, err := parseJob(m)

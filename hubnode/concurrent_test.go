@@ -1,0 +1,141 @@
+package hubnode_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/orchestratorchat/hubfarm/backplane"
+	"github.com/orchestratorchat/hubfarm/hubnode"
+	"github.com/orchestratorchat/hubfarm/hubnode/client"
+)
+
+// loneBackplane is the backplane of a node without peers: nothing to
+// publish to, every registry call succeeds.
+type loneBackplane struct{}
+
+func (loneBackplane) Publish(context.Context, backplane.Scope, string, []byte, string) error {
+	return nil
+}
+func (loneBackplane) PublishConnection(context.Context, string, []byte) error { return nil }
+func (loneBackplane) PublishUserMembership(context.Context, string, string, bool) error {
+	return nil
+}
+func (loneBackplane) CloseConnection(context.Context, string, string) error        { return nil }
+func (loneBackplane) RegisterConnection(context.Context, backplane.ConnInfo) error { return nil }
+func (loneBackplane) UnregisterConnection(context.Context, backplane.ConnInfo, []string) error {
+	return nil
+}
+func (loneBackplane) JoinGroup(context.Context, string, string) error           { return nil }
+func (loneBackplane) LeaveGroup(context.Context, string, string) error          { return nil }
+func (loneBackplane) UserConnections(context.Context, string) ([]string, error) { return nil, nil }
+
+// TestConcurrentMethodDoesNotBlockTheConnection: a ConcurrentMethod that
+// waits for something the same connection sends later (an approval) does
+// not hold up that later invocation, and the per-connection bound refuses
+// calls beyond it.
+func TestConcurrentMethodDoesNotBlockTheConnection(t *testing.T) {
+	gin.SetMode(gin.ReleaseMode)
+	node, err := hubnode.New(hubnode.Config{NodeID: "t", TokenSecret: []byte("x"), MaxStreamsPerConnection: 2,
+		InvocationRate: 1e6, InvocationBurst: 1e6,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.SetBackplane(loneBackplane{})
+	hub := node.AddHub("Test", "/hub")
+	release := make(chan string, 4)
+	started := make(chan struct{}, 4)
+	hub.ConcurrentMethod("Wait", func(call *hubnode.Call) (string, error) {
+		started <- struct{}{}
+		select {
+		case v := <-release:
+			return v, nil
+		case <-call.Context().Done():
+			return "", call.Context().Err()
+		}
+	})
+	hub.Method("Release", func(_ *hubnode.Call, v string) error {
+		release <- v
+		return nil
+	})
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := gin.New()
+	node.Routes(r)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = node.Shutdown(ctx)
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, srv.URL+"/hub", client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	type answer struct {
+		v   string
+		err error
+	}
+	waiting := make(chan answer, 1)
+	go func() {
+		var v string
+		err := c.InvokeInto(ctx, &v, "Wait")
+		waiting <- answer{v, err}
+	}()
+	// Release is sent after Wait on the same connection; with one
+	// invocation at a time it would wait behind Wait forever.
+	<-started
+	if err := c.InvokeInto(ctx, nil, "Release", "go"); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	select {
+	case a := <-waiting:
+		if a.err != nil || a.v != "go" {
+			t.Fatalf("Wait = %q, %v", a.v, a.err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Wait never returned")
+	}
+
+	// Two may wait at once; a third is refused.
+	results := make(chan answer, 3)
+	for range 2 {
+		go func() {
+			var v string
+			err := c.InvokeInto(ctx, &v, "Wait")
+			results <- answer{v, err}
+		}()
+	}
+	<-started
+	<-started
+	var v string
+	refused := c.InvokeInto(ctx, &v, "Wait")
+	if refused == nil {
+		t.Fatal("a third concurrent call ran")
+	}
+	if !strings.Contains(refused.Error(), "RATE_LIMITED") {
+		t.Fatalf("third concurrent call: %v, want RATE_LIMITED", refused)
+	}
+	for range 2 {
+		release <- "x"
+	}
+	for range 2 {
+		if a := <-results; a.err != nil {
+			t.Fatalf("Wait: %v", a.err)
+		}
+	}
+}

@@ -346,6 +346,15 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     await shot(alice, 'chat');
   });
 
+  await t.test('a reloaded console restores its sessions from the browser and shows their history', async () => {
+    await alice.page.reload();
+    await alice.page.locator('#conn-status[data-state="connected"]').waitFor();
+    await alice.page.locator(`#session-list [data-session="${sessionId}"][aria-current="true"]`).waitFor();
+    await alice.page.locator('#session-title', { hasText: sessionName }).waitFor();
+    for (const text of ['Hello from alice', 'bob is back']) await message(alice.page, text).waitFor();
+    await alice.page.locator('#chat-log .plan-note[data-status="completed"]').waitFor();
+  });
+
   await t.test('the layout holds at 375 px and 1440 px, and the tabs work from the keyboard', async () => {
     await bob.page.setViewportSize({ width: 375, height: 740 });
     await alice.page.setViewportSize({ width: 1440, height: 900 });

@@ -196,3 +196,24 @@ test('a failed approval stays visible with its error', async () => {
   assert.equal(a.state, 'error');
   assert.equal(a.note, 'NOT_FOUND: approval ap1 was already decided');
 });
+
+test('plan events from the history are applied (the history names their session)', async () => {
+  const plan = { id: 'p2', goal: 'g', strategy: 0, steps: [{ order: 1, agentId: 'writer', task: 't' }] };
+  const history = [
+    { eventId: '1-0', target: 'OrchestrationPlanCreated', payload: { ...plan, eventId: '1-0' } },
+    { eventId: '2-0', target: 'OrchestrationProgress', payload: { planId: 'p2', currentStep: 1, totalSteps: 1, percentComplete: 0, eventId: '2-0' } },
+    { eventId: '3-0', target: 'StepCompleted', payload: { order: 1, planId: 'p2', result: { success: true, output: 'o' }, eventId: '3-0' } },
+    { eventId: '4-0', target: 'OrchestrationCompleted', payload: { planId: 'p2', success: true, finalOutput: 'o', eventId: '4-0' } },
+    { eventId: '5-0', target: 'SomethingNew', payload: { eventId: '5-0' } },
+  ];
+  const { store, svc, calls } = service({ GetSessionHistory: () => history, JoinSession: () => undefined });
+  store.session(SID);
+  await svc.catchUp(SID, '');
+  const s = store.sessions.get(SID);
+  const p = s.plans.get('p2');
+  assert.equal(p.status, 'completed');
+  assert.equal(p.percent, 100);
+  assert.equal(s.lastEventId, '5-0', 'unknown events still move the catch-up point');
+  assert.ok(s.items.has('plan:p2'), 'the plan has its line in the chat');
+  assert.ok(!calls.some((c) => c[0] === 'GetPlan'), 'no lookup for history events');
+});

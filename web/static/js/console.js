@@ -28,7 +28,8 @@ export class ConsoleService {
   constructor(store) {
     this.store = store;
     this.hubs = null;
-    this.planSessions = new Map(); // planId -> Promise<sessionId>
+    this.planSessions = new Map(); // planId -> sessionId
+    this.planLookups = new Map(); // planId -> Promise<sessionId> (GetPlan in flight)
   }
 
   /** Signs in: connects both hubs as identity {user, token} and restores the saved sessions. */
@@ -37,6 +38,8 @@ export class ConsoleService {
     store.identity = identity;
     store.load();
     store.changed('identity');
+    store.changed('sessions');
+    store.changed('current');
     const query = identity.token ? {} : { user: identity.user };
     const accessToken = () => identity.token || undefined;
     this.hubs = {
@@ -62,7 +65,7 @@ export class ConsoleService {
     hub.addEventListener('state', (e) => {
       const { state, attempt, error } = e.detail;
       store.connection(name, { state, attempt, error: error ? errorText(error) : '' });
-      if (state === 'reconnecting' && !this.resumeFrom) {
+      if (name === 'orchestrator' && state === 'reconnecting' && !this.resumeFrom) {
         // Where each session's catch-up starts: the newest event before the loss.
         this.resumeFrom = new Map([...store.sessions.values()].map((s) => [s.id, s.lastEventId]));
       }
@@ -139,22 +142,30 @@ export class ConsoleService {
 
   /**
    * Plan callbacks do not name their session: it is known for plans made
-   * here and for history events; otherwise GetPlan tells. Callbacks of one
-   * plan are applied in arrival order.
+   * here and for history events; otherwise GetPlan tells. Callbacks of a plan
+   * whose session is being looked up wait for the answer, in arrival order.
    */
   withPlanSession(planId, sessionId, fn) {
     if (!planId) return;
-    if (sessionId && !this.planSessions.has(planId)) this.planSessions.set(planId, Promise.resolve(sessionId));
-    let known = this.planSessions.get(planId);
-    if (!known) {
-      known = this.hubs.orchestrator.invoke('GetPlan', planId).then((st) => {
-        if (st?.sessionId) this.store.planState(st.sessionId, st);
-        return st?.sessionId;
-      });
+    const pending = this.planLookups.get(planId);
+    const known = sessionId || this.planSessions.get(planId);
+    if (known && !pending) {
       this.planSessions.set(planId, known);
-      known.catch(() => this.planSessions.delete(planId));
+      fn(known);
+      return;
     }
-    known.then((sid) => sid && fn(sid)).catch(() => {});
+    let lookup = pending;
+    if (!lookup) {
+      lookup = this.hubs.orchestrator.invoke('GetPlan', planId).then((st) => {
+        if (st?.sessionId) {
+          this.planSessions.set(planId, st.sessionId);
+          this.store.planState(st.sessionId, st);
+        }
+        return st?.sessionId;
+      }).finally(() => this.planLookups.delete(planId));
+      this.planLookups.set(planId, lookup);
+    }
+    lookup.then((sid) => sid && fn(sid)).catch(() => {});
   }
 
   receiveError(e) {
@@ -218,7 +229,7 @@ export class ConsoleService {
       for (const ev of events || []) {
         const payload = ev.payload && typeof ev.payload === 'object' ? ev.payload : {};
         this.apply(ev.target, payload, ev.eventId, sessionId);
-        s.markEvent(ev.eventId);
+        s.advance(ev.eventId); // also past events the console does not show
       }
       if (!events || events.length < HISTORY_PAGE) break;
       after = events[events.length - 1].eventId;
@@ -293,7 +304,7 @@ export class ConsoleService {
     const plan = await this.orch.invoke('CreateOrchestrationPlan', {
       sessionId, goal, strategy, availableAgentIds: agentIds, maxSteps,
     });
-    this.planSessions.set(plan.id, Promise.resolve(sessionId));
+    this.planSessions.set(plan.id, sessionId);
     this.store.planCreated(sessionId, plan, plan.eventId || '');
     return plan;
   }

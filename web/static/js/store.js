@@ -62,6 +62,11 @@ export class SessionState {
     return true;
   }
 
+  /** Moves lastEventId forward without marking the event applied. */
+  advance(eventId) {
+    if (newerEventId(eventId, this.lastEventId)) this.lastEventId = eventId;
+  }
+
   plan(planId) {
     let p = this.plans.get(planId);
     if (!p) {
@@ -228,6 +233,7 @@ export class Store extends EventTarget {
     if (r.id) {
       const seenKey = `${r.id}:${r.isComplete ? 1 : 0}`;
       if (this.seenResponses.has(seenKey)) return;
+      if (this.seenResponses.size >= 20000) this.seenResponses.clear(); // bounded; event ids still de-duplicate
       this.seenResponses.add(seenKey);
     }
     const answerKey = `ans:${dto.agentId}:${r.messageId || r.id}`;

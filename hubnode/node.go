@@ -198,6 +198,33 @@ func (n *Node) Drain(ctx context.Context, window time.Duration) error {
 	}
 }
 
+// Recycle asks every current connection to reconnect: each is closed with
+// Close{allowReconnect: true}, spread evenly over window, while the node
+// keeps accepting (a client may come straight back to this node). The farm
+// calls it after the node's backplane subscription was lost and restored:
+// frames the other nodes published meanwhile never reached this node's
+// clients, and a client that reconnects catches up from the session history.
+// It returns when every connection was asked or ctx ends.
+func (n *Node) Recycle(ctx context.Context, window time.Duration) {
+	conns := n.Connections()
+	var step time.Duration
+	if len(conns) > 0 && window > 0 {
+		step = window / time.Duration(len(conns))
+	}
+	for i, c := range conns {
+		if i > 0 && step > 0 {
+			t := time.NewTimer(step)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+		c.closeWith(ReasonServerRequest)
+	}
+}
+
 // Shutdown drains with no window (closing every connection at once) and stops
 // the node's loops. The backplane is shut down by its owner afterwards, so
 // the connections' deregistration still reaches Redis.

@@ -223,6 +223,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	n.registerCollectors()
 	n.server = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { n.serveErr <- n.server.Serve(ln) }()
+	go n.watchBackplane()
 	log.Info("node serving", "addr", ln.Addr().String())
 	return n, nil
 }
@@ -314,6 +315,45 @@ func (n *Node) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return n.BP.Ready(ctx)
+}
+
+// watchBackplane asks the node's clients to reconnect whenever the
+// backplane's subscription connection was lost and re-established (a Redis
+// restart or a network break): frames the other nodes published meanwhile
+// never reached this node, so its clients may have missed session events
+// that the history holds. Each client is closed with allowReconnect, spread
+// over the drain window (10s without one), reconnects anywhere, and catches
+// up with GetSessionHistory. The loop ends when the node drains or is killed.
+func (n *Node) watchBackplane() {
+	interval := n.cfg.HeartbeatInterval
+	if interval <= 0 {
+		interval = 2 * time.Second
+	}
+	window := n.cfg.DrainWindow
+	if window <= 0 {
+		window = 10 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last := n.BP.Stats().Reconnects
+	stopRecycle := func() {}
+	defer func() { stopRecycle() }()
+	for range t.C {
+		if n.Hub.Draining() {
+			return
+		}
+		r := n.BP.Stats().Reconnects
+		if r == last {
+			continue
+		}
+		last = r
+		n.log.Warn("backplane subscription restored: asking clients to reconnect and catch up from the session history",
+			"connections", n.Hub.ConnectionCount(), "window", window)
+		stopRecycle() // a recycle still in progress starts over
+		ctx, cancel := context.WithCancel(context.Background())
+		stopRecycle = cancel
+		go n.Hub.Recycle(ctx, window)
+	}
 }
 
 // Shutdown drains the node gracefully, in this order: not ready first (the

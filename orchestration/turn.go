@@ -391,3 +391,9 @@ func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
 
 // isNil reports a missing key (redis.Nil), which is no failure here.
 func isNil(err error) bool { return errors.Is(err, redis.Nil) }
+
+// Agent returns the catalogue's description of an agent.
+func (e *Engine) Agent(agentID string) (contract.AgentInfo, bool) {
+	_, info, ok := e.agents.Lookup(agentID)
+	return info, ok
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/orchestratorchat/hubfarm/orchestration/session"
+	"github.com/orchestratorchat/hubfarm/orchestration/tools"
 )
 
 // Paths and names of the hubs.
@@ -42,7 +43,8 @@ const (
 // Deps are what the hubs need.
 type Deps struct {
 	Sessions *session.Store
-	// Engine runs plans; nil leaves the orchestration methods out.
+	// Engine runs plans and answers agent messages; nil leaves the
+	// orchestration and agent methods out.
 	Engine *orchestration.Engine
 	Logger *slog.Logger
 	// OpenSessions lets any user join any session by id (development and
@@ -54,6 +56,11 @@ type Deps struct {
 	Dev bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Tools runs ExecuteTool's tool calls and Approvals authorises them
+	// farm-wide; ExecuteTool and ApproveTool are offered when both are set
+	// (and Engine is).
+	Tools     *tools.Executor
+	Approvals *tools.Approvals
 }
 
 // Hubs holds the registered hubs.
@@ -82,6 +89,13 @@ func Register(node *hubnode.Node, deps Deps) *Hubs {
 	}
 	if deps.Engine != nil {
 		h.registerOrchestration(h.Orchestrator)
+		h.registerAgentMethods(h.Agent)
+		h.registerAgentList(h.Agent)
+		h.registerAgentList(h.Orchestrator)
+		if deps.Tools != nil && deps.Approvals != nil {
+			h.registerToolMethods(h.Agent, true)
+			h.registerToolMethods(h.Orchestrator, false)
+		}
 	}
 	h.Orchestrator.OnConnected(func(c *hubnode.Conn) {
 		_ = sendTo(c, contract.TargetConnected, contract.ConnectionInfo{

@@ -65,6 +65,15 @@ type NodeConfig struct {
 	Engine orchestration.Config
 	// Agents is the agent catalogue. Default: DefaultAgents().
 	Agents orchestration.AgentCatalog
+	// ToolsRoot is the sandbox root of AgentHub.ExecuteTool: every
+	// session's working directory lives under it. "" leaves ExecuteTool
+	// and ApproveTool out.
+	ToolsRoot string
+	// Tools tunes the tool executor (its Root is ToolsRoot).
+	Tools tools.Config
+	// ToolPolicy is the approval policy of tool calls (zero: CONTRACT
+	// §8.4's defaults, asking a person for write_file and bash).
+	ToolPolicy tools.PolicyConfig
 	// Hub tunes the node runtime (timeouts, queue bounds); NodeID,
 	// TokenSecret and Logger are filled in from the fields above.
 	Hub hubnode.Config
@@ -92,6 +101,8 @@ type Node struct {
 
 	// approvals counts tool approval outcomes (see ObserveApproval).
 	approvals *metrics.Approvals
+	// tools runs ExecuteTool's calls (nil without ToolsRoot).
+	tools *tools.Executor
 }
 
 // URL is the node's base URL (http://host:port).
@@ -192,13 +203,24 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	default:
 		ecfg.Workers = 4
 	}
-	engine, err := orchestration.New(ecfg, rdb, engineSessions{EngineSessions: hubs.EngineSessions{Store: store}, log: log}, cfg.Agents, log)
+	router := hubs.EngineRouter{Node: hn, Sessions: store, Members: bp.GroupMembers, OpenSessions: cfg.Auth == nil,
+		ConnectionUser: func(ctx context.Context, connID string) (string, error) {
+			c, _, err := bp.Connection(ctx, connID)
+			return c.User, err
+		}}
+	engine, err := orchestration.New(ecfg, rdb, engineSessions{EngineSessions: hubs.EngineSessions{Store: store}, EngineRouter: router, log: log}, cfg.Agents, log)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("farm: orchestration engine: %w", err)
 	}
+	approvalMetrics := metrics.NewApprovals(reg, tools.ApprovalOutcomes())
+	executor, approvals, err := newTools(cfg, rdb, log, approvalMetrics)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	hh := hubs.Register(hn, hubs.Deps{Sessions: store, Engine: engine, Logger: log, Dev: cfg.Dev,
-		OpenSessions: cfg.Auth == nil})
+		OpenSessions: cfg.Auth == nil, Tools: executor, Approvals: approvals})
 	nodeMetrics.InitHub(hh.Orchestrator.Name())
 	nodeMetrics.InitHub(hh.Agent.Name())
 
@@ -219,7 +241,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	}
 	n := &Node{ID: cfg.NodeID, Hub: hn, Hubs: hh, BP: bp, Sessions: store, Engine: engine, Registry: reg,
 		cfg: cfg, rdb: rdb, log: log, listener: ln, serveErr: make(chan error, 1)}
-	n.approvals = metrics.NewApprovals(reg, tools.ApprovalOutcomes())
+	n.approvals = approvalMetrics
+	n.tools = executor
 	n.registerCollectors()
 	n.server = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { n.serveErr <- n.server.Serve(ln) }()
@@ -379,6 +402,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if err := n.BP.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
+		n.closeTools()
 	})
 	return errors.Join(errs...)
 }
@@ -397,7 +421,16 @@ func (n *Node) Kill() {
 		defer cancel()
 		_ = n.Engine.Shutdown(ctx)
 		_ = n.BP.Shutdown(ctx)
+		n.closeTools()
 	})
+}
+
+// closeTools releases the tool executor's handle on the sandbox root once
+// no hub method can run any more.
+func (n *Node) closeTools() {
+	if n.tools != nil {
+		_ = n.tools.Close()
+	}
 }
 
 // engineSessions is how the engine emits session events. An event that was
@@ -410,7 +443,34 @@ func (n *Node) Kill() {
 // times).
 type engineSessions struct {
 	hubs.EngineSessions
-	log *slog.Logger
+	hubs.EngineRouter // agent messages stream through it
+	log               *slog.Logger
+}
+
+// newTools builds the tool executor and the farm-wide approvals of a node
+// with a ToolsRoot (nil, nil without one). Approval outcomes are counted
+// in m.
+func newTools(cfg NodeConfig, rdb redis.UniversalClient, log *slog.Logger, m *metrics.Approvals) (*tools.Executor, *tools.Approvals, error) {
+	if cfg.ToolsRoot == "" {
+		return nil, nil, nil
+	}
+	tcfg := cfg.Tools
+	tcfg.Root = cfg.ToolsRoot
+	if tcfg.Logger == nil {
+		tcfg.Logger = log
+	}
+	executor, err := tools.New(tcfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("farm: tool executor: %w", err)
+	}
+	policy, err := tools.NewPolicy(cfg.ToolPolicy)
+	if err != nil {
+		_ = executor.Close()
+		return nil, nil, fmt.Errorf("farm: tool approval policy: %w", err)
+	}
+	approvals := tools.NewApprovals(rdb, policy, tools.ApprovalsConfig{Prefix: cfg.Prefix, Logger: log,
+		OnOutcome: func(r tools.ApprovalResult) { m.Observe(r.Outcome()) }})
+	return executor, approvals, nil
 }
 
 // Emit implements orchestration.Sessions.

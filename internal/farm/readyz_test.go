@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -63,8 +64,8 @@ type farmSession struct {
 func sessionsAcross(t *testing.T, a, b *farm.Node) []farmSession {
 	t.Helper()
 	const hub = hubs.OrchestratorPath
-	alice, dave := dial(t, a.URL(), hub, "alice"), dial(t, a.URL(), hub, "dave")
-	bob, carol := dial(t, b.URL(), hub, "bob"), dial(t, b.URL(), hub, "carol")
+	alice, dave := dialReconnecting(t, a.URL(), hub, "alice"), dialReconnecting(t, a.URL(), hub, "dave")
+	bob, carol := dialReconnecting(t, b.URL(), hub, "bob"), dialReconnecting(t, b.URL(), hub, "carol")
 	rec := map[*client.Conn]*recorder{}
 	for _, c := range []*client.Conn{alice, bob, carol, dave} {
 		rec[c] = record(c, "ReceiveSessionMessage")
@@ -89,22 +90,61 @@ func sessionsAcross(t *testing.T, a, b *farm.Node) []farmSession {
 	return out
 }
 
-// checkDelivery sends tag in every session and waits until every receiver
-// has it.
+// dialReconnecting connects a client that reconnects by itself, as the
+// official clients do: a node may ask its clients to reconnect after its
+// subscription came back (they rejoin their sessions on any node).
+func dialReconnecting(t *testing.T, base, hub, user string) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, base+hub+"?user="+user, client.Options{
+		Reconnect: []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+			500 * time.Millisecond, time.Second, time.Second, time.Second, time.Second, time.Second},
+	})
+	if err != nil {
+		t.Fatalf("dial %s as %s: %v", base+hub, user, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// checkDelivery sends a message in every session until every receiver got
+// one: a send made while its sender or a receiver is reconnecting may be
+// lost to it (the session history keeps it), so each round sends anew.
 func checkDelivery(t *testing.T, sessions []farmSession, tag string) {
 	t.Helper()
 	for i, s := range sessions {
-		msg := fmt.Sprintf("%s-%d", tag, i)
-		invoke(t, s.sender, nil, "SendSessionMessage", s.id, msg)
-		for _, r := range s.receivers {
-			waitFor(t, 10*time.Second, "delivery of "+msg, func() bool {
-				for _, c := range contents(t, r.snapshot()) {
-					if c == msg {
-						return true
-					}
+		prefix := fmt.Sprintf("%s-%d-", tag, i)
+		has := func(r *recorder) bool {
+			for _, c := range contents(t, r.snapshot()) {
+				if strings.HasPrefix(c, prefix) {
+					return true
 				}
-				return false
-			})
+			}
+			return false
+		}
+		all := func() bool {
+			for _, r := range s.receivers {
+				if !has(r) {
+					return false
+				}
+			}
+			return true
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for round := 0; !all(); round++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("session %d: not every receiver got a %s message in 30s", i, tag)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := s.sender.Invoke(ctx, "SendSessionMessage", s.id, fmt.Sprintf("%s%d", prefix, round))
+			cancel()
+			if err != nil {
+				t.Logf("session %d round %d: send: %v (retrying)", i, round, err)
+			}
+			for wait := time.Now().Add(2 * time.Second); !all() && time.Now().Before(wait); {
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
 	}
 }

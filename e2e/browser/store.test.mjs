@@ -81,6 +81,30 @@ test('a streamed answer grows chunk by chunk, once, and the agent is busy until 
   assert.equal(item.content, 'Hello, world');
 });
 
+test('a retried answer streams again from its start, and the end carries the whole text', () => {
+  const { store, svc } = service();
+  const seq = (content, n, id) => ({ ...chunk(content), response: { ...chunk(content).response, id, metadata: { sequence: n } } });
+  svc.apply('ReceiveStreamingUpdate', seq('Hel', 0, 'a1'), '', '');
+  svc.apply('ReceiveStreamingUpdate', seq('Hello', 0, 'a2'), '', ''); // attempt 2
+  svc.apply('ReceiveStreamingUpdate', seq(' world', 1, 'a3'), '', '');
+  const [item] = store.sessions.get(SID).items.values();
+  assert.equal(item.content, 'Hello world');
+  svc.apply('ReceiveAgentResponse', chunk('Hello world!', { isComplete: true }), '', '');
+  assert.equal(item.content, 'Hello world!');
+});
+
+test('a failed answer closes its bubble and frees the agent', () => {
+  const { store, svc } = service();
+  store.session(SID);
+  svc.apply('ReceiveStreamingUpdate', chunk('Hel'), '', '');
+  assert.ok(store.isBusy('writer'));
+  svc.apply('ReceiveError', { error: 'agent timed out', code: 'TIMEOUT', agentId: 'writer', sessionId: SID }, '9-0', '');
+  const items = [...store.sessions.get(SID).items.values()];
+  assert.ok(items[0].complete && items[0].error);
+  assert.ok(!store.isBusy('writer'));
+  assert.ok(items.some((i) => i.kind === 'notice' && /timed out/.test(i.text)));
+});
+
 test('an empty end completes the answer without changing it', () => {
   const { store, svc } = service();
   svc.apply('ReceiveStreamingUpdate', chunk('abc'), '', '');
@@ -216,4 +240,12 @@ test('plan events from the history are applied (the history names their session)
   assert.equal(s.lastEventId, '5-0', 'unknown events still move the catch-up point');
   assert.ok(s.items.has('plan:p2'), 'the plan has its line in the chat');
   assert.ok(!calls.some((c) => c[0] === 'GetPlan'), 'no lookup for history events');
+});
+
+test('approvals replayed from an old history are over, recent ones are pending', () => {
+  const { store, svc } = service();
+  const req = (id) => ({ id, toolName: 'write_file', parameters: {}, agentId: 'w', sessionId: SID, isDangerous: true });
+  svc.apply('ToolApprovalRequired', req('old'), '1-0', SID, new Date(Date.now() - 10 * 60 * 1000).toISOString());
+  svc.apply('ToolApprovalRequired', req('new'), '2-0', SID, new Date(Date.now() - 10 * 1000).toISOString());
+  assert.deepEqual(store.pendingApprovals(SID).map((a) => a.request.id), ['new']);
 });

@@ -9,8 +9,28 @@ const HISTORY_PAGE = 500;
 const HISTORY_PAGES = 20;
 const FARM_POLL_MS = 3000;
 
-/** Callbacks sent to the calling connection only: taken from either hub. */
-const CallerTargets = new Set(['ReceiveError', 'Connected']);
+/**
+ * Whether a callback without an eventId can be taken from either hub: it is
+ * sent to the caller only, is idempotent, or carries an id of its own that
+ * the store de-duplicates by.
+ */
+function selfDeduplicating(target, arg) {
+  switch (target) {
+    case 'ReceiveStreamingUpdate':
+    case 'ReceiveAgentResponse':
+      return !!arg?.response?.id;
+    case 'ToolApprovalRequired':
+      return !!arg?.id;
+    case 'Connected':
+    case 'ReceiveError':
+    case 'SessionCreated':
+    case 'SessionJoined':
+    case 'AgentStatusUpdate':
+      return true;
+    default:
+      return false;
+  }
+}
 
 /** The readable part of a hub error ("…HubException: X" → "X"). */
 export function errorText(err) {
@@ -80,17 +100,19 @@ export class ConsoleService {
     hub.addEventListener('reconnected', (e) => onConnected(e, true));
     for (const target of Targets) {
       hub.on(target, (arg) => {
-        // Events recorded in a session's history carry an eventId and are
-        // de-duplicated by it; the others are taken from one hub only, since
-        // both connections of this browser are members of the session groups.
-        if (!arg?.eventId && !CallerTargets.has(target) && AgentTargets.has(target) !== (name === 'agent')) return;
+        // Both connections of this browser are members of the session groups
+        // and may get the same callback. Events recorded in a session's
+        // history carry an eventId, and the store applies each once; so are
+        // callbacks with ids of their own. Anything else is taken from one
+        // hub only.
+        if (!arg?.eventId && !selfDeduplicating(target, arg) && AgentTargets.has(target) !== (name === 'agent')) return;
         this.apply(target, arg, arg?.eventId || '', '');
       });
     }
   }
 
-  /** Applies one callback (live, or from the history of sessionId). */
-  apply(target, arg, eventId, sessionId) {
+  /** Applies one callback (live, or from the history of sessionId, recorded at `at`). */
+  apply(target, arg, eventId, sessionId, at = '') {
     const { store } = this;
     if (!arg) return;
     switch (target) {
@@ -115,7 +137,7 @@ export class ConsoleService {
         this.receiveError(arg);
         break;
       case 'ToolApprovalRequired':
-        store.approvalRequired(sessionId && !arg.sessionId ? { ...arg, sessionId } : arg, eventId);
+        store.approvalRequired(sessionId && !arg.sessionId ? { ...arg, sessionId } : arg, eventId, at);
         break;
       case 'ToolExecutionStarted':
       case 'ToolExecutionUpdate':
@@ -171,6 +193,7 @@ export class ConsoleService {
   receiveError(e) {
     const { store } = this;
     const sid = e.sessionId || '';
+    if (e.agentId && sid) store.answerFailed(sid, e.agentId);
     if (sid && store.sessions.has(sid) && (e.code === 'SESSION_NOT_FOUND' || e.code === 'FORBIDDEN')) {
       const s = store.sessions.get(sid);
       if (s.status === 'joining') {
@@ -178,7 +201,9 @@ export class ConsoleService {
         return;
       }
     }
-    store.notice(e.error || 'error', 'error', store.sessions.has(sid) ? sid : '');
+    // The same error may reach both connections: one line per error.
+    const id = e.eventId || (e.timestamp ? `${e.timestamp}:${e.code || ''}:${e.error}` : '');
+    store.notice(e.error || 'error', 'error', store.sessions.has(sid) ? sid : '', id, e.eventId || '');
   }
 
   toolEvent(target, arg, sessionId) {
@@ -228,7 +253,7 @@ export class ConsoleService {
       }
       for (const ev of events || []) {
         const payload = ev.payload && typeof ev.payload === 'object' ? ev.payload : {};
-        this.apply(ev.target, payload, ev.eventId, sessionId);
+        this.apply(ev.target, payload, ev.eventId, sessionId, ev.timestamp);
         s.advance(ev.eventId); // also past events the console does not show
       }
       if (!events || events.length < HISTORY_PAGE) break;
@@ -241,6 +266,8 @@ export class ConsoleService {
     try {
       const list = await this.hubs.agent.invoke('GetAgents');
       this.store.setAgents(list, true);
+      // Status updates (busy, ready, error) of every agent, farm-wide.
+      for (const a of list || []) this.hubs.agent.invoke('SubscribeToAgent', a.id).catch(() => {});
     } catch (err) {
       if (err instanceof HubError) this.store.setAgents([], false); // this farm has no agent methods
     }
@@ -331,6 +358,7 @@ export class ConsoleService {
     try {
       const res = await this.hubs.agent.invoke('ExecuteTool', { agentId, sessionId, toolName, parameters });
       this.store.toolRunUpdate(sessionId, run, { status: 'done', result: run.result || res });
+      this.store.approvalsAnswered(sessionId, run, !!res?.success);
     } catch (err) {
       this.store.toolRunUpdate(sessionId, run, { status: 'done', result: { success: false, error: errorText(err) } });
     }

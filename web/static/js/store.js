@@ -7,6 +7,8 @@ import { compareKeys, newerEventId, parseEventId } from './eventid.js';
 import { BusyStatuses, MessageRole, ResponseType } from './contract.js';
 
 const STORAGE_PREFIX = 'hubfarm.console.v1';
+/** How long the farm waits for a tool approval by default (then it denies). */
+const APPROVAL_TIMEOUT_MS = 5 * 60 * 1000;
 
 /** One session as the console knows it. */
 export class SessionState {
@@ -182,14 +184,17 @@ export class Store extends EventTarget {
     this.changed('current');
   }
 
-  notice(text, level = 'info', sessionId = '') {
+  /** A line in the session's chat (or a console-wide toast); `id` de-duplicates. */
+  notice(text, level = 'info', sessionId = '', id = '', eventId = '') {
     const s = sessionId && this.sessions.get(sessionId);
     if (s) {
-      const [item] = s.upsertItem(`notice:${Date.now()}:${Math.random()}`, '', () => ({ kind: 'notice', text, level }));
-      this.changed('item', { sessionId, key: item.key });
+      if (eventId && !s.markEvent(eventId)) return;
+      const [item, created] = s.upsertItem(`notice:${id || `${Date.now()}:${Math.random()}`}`, eventId, () => ({ kind: 'notice', text, level }));
+      if (created) this.changed('item', { sessionId, key: item.key });
       return;
     }
-    const n = { id: `${Date.now()}-${Math.random()}`, text, level };
+    if (id && this.notices.some((n) => n.key === id)) return;
+    const n = { id: `${Date.now()}-${Math.random()}`, key: id, text, level };
     this.notices = [...this.notices.slice(-4), n];
     this.changed('notices');
   }
@@ -247,9 +252,11 @@ export class Store extends EventTarget {
         item.error = true;
         item.content += text;
       } else if (r.isComplete) {
-        // The end may repeat the whole answer (some backends do): keep one copy.
-        if (text && text.startsWith(item.content)) item.content = text;
-        else if (text && !item.content.endsWith(text)) item.content += text;
+        // The end carries the whole answer (the farm's does); an empty end
+        // just closes what was streamed.
+        if (text) item.content = text;
+      } else if (r.metadata?.sequence === 0 && item.content) {
+        item.content = text; // a new attempt streams the answer again from its start
       } else if (r.type === ResponseType.Text || r.type === undefined) {
         item.content += text;
       } else if (r.type === ResponseType.ToolCall && r.toolCalls?.length) {
@@ -271,6 +278,23 @@ export class Store extends EventTarget {
     if (busy) set.add(key);
     else set.delete(key);
     if (had !== busy) this.changed('agents');
+  }
+
+  /** An agent's answer failed: close its open answers in the session. */
+  answerFailed(sessionId, agentId) {
+    const s = this.sessions.get(sessionId);
+    for (const item of s ? s.items.values() : []) {
+      if (item.kind === 'answer' && item.agentId === agentId && !item.complete) {
+        item.complete = true;
+        item.error = true;
+        this.changed('item', { sessionId, key: item.key });
+      }
+    }
+    const set = this.agentActivity.get(agentId);
+    if (set?.size) {
+      set.clear();
+      this.changed('agents');
+    }
   }
 
   agentStatus(dto) {
@@ -384,12 +408,16 @@ export class Store extends EventTarget {
     this.changed('tools', { sessionId });
   }
 
-  approvalRequired(req, eventId = req?.eventId) {
+  /** A tool waits for approval; one found in the history past the farm's approval timeout is over. */
+  approvalRequired(req, eventId = req?.eventId, recordedAt = '') {
     if (!req?.id || !req.sessionId) return;
     const s = this.session(req.sessionId);
     if (!s.markEvent(eventId)) return;
     if (s.approvals.has(req.id)) return;
-    s.approvals.set(req.id, { request: req, state: 'pending', note: '' });
+    const age = recordedAt ? Date.now() - Date.parse(recordedAt) : 0;
+    const state = age > APPROVAL_TIMEOUT_MS ? 'expired' : 'pending';
+    s.approvals.set(req.id, { request: req, state, note: '' });
+    if (state === 'expired') return;
     this.bump(s);
     this.changed('approvals', { sessionId: s.id });
   }
@@ -401,6 +429,22 @@ export class Store extends EventTarget {
     a.state = state;
     a.note = note;
     this.changed('approvals', { sessionId });
+  }
+
+  /** A tool run ended: its approval prompts here were answered (by someone). */
+  approvalsAnswered(sessionId, run, approved) {
+    const s = this.sessions.get(sessionId);
+    if (!s) return;
+    const params = JSON.stringify(run.parameters ?? {});
+    let changed = false;
+    for (const a of s.approvals.values()) {
+      const r = a.request;
+      if (a.state === 'pending' && r.toolName === run.toolName && r.agentId === run.agentId && JSON.stringify(r.parameters ?? {}) === params) {
+        a.state = approved ? 'approved' : 'denied';
+        changed = true;
+      }
+    }
+    if (changed) this.changed('approvals', { sessionId });
   }
 
   pendingApprovals(sessionId) {

@@ -68,7 +68,7 @@ export function mountTools(root, store, service) {
 export function mountApprovals(root, store, service) {
   const render = () => {
     const s = store.current;
-    const items = s ? [...s.approvals.values()].filter((a) => a.state !== 'approved' && a.state !== 'denied') : [];
+    const items = s ? [...s.approvals.values()].filter((a) => !['approved', 'denied', 'expired'].includes(a.state)) : [];
     root.hidden = items.length === 0;
     const focused = root.contains(document.activeElement) ? document.activeElement.dataset.action : null;
     mount(root, items.map(({ request: r, state, note }) => {

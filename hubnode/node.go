@@ -186,7 +186,7 @@ func (n *Node) Drain(ctx context.Context, window time.Duration) error {
 			case <-ctx.Done():
 			}
 		}
-		c.closeWith(ReasonShutdown)
+		n.closeWhenIdle(c, ReasonShutdown)
 	}
 	done := make(chan struct{})
 	go func() { n.connWG.Wait(); close(done) }()
@@ -221,8 +221,49 @@ func (n *Node) Recycle(ctx context.Context, window time.Duration) {
 				return
 			}
 		}
-		c.closeWith(ReasonServerRequest)
+		n.closeWhenIdle(c, ReasonServerRequest)
 	}
+}
+
+// idleCloseWait bounds how long a drain or recycle waits for a connection's
+// running invocations before closing it anyway.
+const idleCloseWait = 2 * time.Second
+
+// closeWhenIdle closes c with reason once none of its invocations is
+// running, or after idleCloseWait. Closing cancels the connection's context,
+// and with it an invocation wherever it is -- for SendSessionMessage,
+// possibly after the event was recorded and before it was published to the
+// other nodes, whose members would then never get it live. The check and
+// the close happen under the connection's lock, so no invocation starts in
+// between; invocations queued behind the close are dropped unstarted (the
+// dispatcher checks the context first). It returns at once; a busy
+// connection is waited for on its own goroutine.
+func (n *Node) closeWhenIdle(c *Conn, reason DisconnectReason) {
+	if c.closeIfIdle(reason, false) {
+		return
+	}
+	go func() {
+		deadline := time.Now().Add(idleCloseWait)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for range t.C {
+			if c.closeIfIdle(reason, !time.Now().Before(deadline)) || c.ctx.Err() != nil {
+				return
+			}
+		}
+	}()
+}
+
+// closeIfIdle closes c if no invocation is running (or force is set) and
+// reports whether it did.
+func (c *Conn) closeIfIdle(reason DisconnectReason, force bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !force && (c.dispatching || c.concurrent > 0) {
+		return false
+	}
+	c.closeWith(reason)
+	return true
 }
 
 // Shutdown drains with no window (closing every connection at once) and stops

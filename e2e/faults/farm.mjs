@@ -468,7 +468,7 @@ export class ChatLoad {
           const text = String(err?.message ?? err);
           // The client rejects pending invocations when the connection drops;
           // the server may or may not have recorded the message.
-          const unknown = /connection being closed|connection was stopped|not in the 'Connected' State|WebSocket closed/i.test(text);
+          const unknown = /connection being closed|connection was stopped|not in the 'Connected' State|WebSocket closed|error on close/i.test(text);
           this.sent.set(content, unknown ? 'unknown' : 'refused');
           const key = text.replace(/[0-9a-f-]{36}/g, '<id>').slice(0, 200);
           this.errors.set(key, (this.errors.get(key) || 0) + 1);

@@ -138,10 +138,11 @@ type Config struct {
 	// dead node, so across the farm the hook runs once per death. It runs
 	// on the reaper goroutine: hand long work elsewhere.
 	OnNodeDead func(nodeID string)
-	// OnPublished, if set, receives the latency of every publication that
-	// got a result from Redis: from the Publish call to Redis' answer,
-	// queue wait included. It runs on the publishing goroutine and must
-	// be cheap (a histogram observation).
+	// OnPublished, if set, receives the latency of every publication whose
+	// caller got its result: from the Publish call to Redis' answer (or to
+	// the failure of an item whose ctx ended while queued), queue wait
+	// included. Calls that gave up waiting are not observed. It runs on the
+	// publishing goroutine and must be cheap (a histogram observation).
 	OnPublished func(d time.Duration)
 }
 

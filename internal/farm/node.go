@@ -379,21 +379,32 @@ func (n *Node) watchBackplane() {
 	}
 }
 
-// Shutdown drains the node gracefully, in this order: not ready first (the
-// hub node's draining flag), no new connections, existing ones closed with
-// allowReconnect over the drain window; then the engine stops taking jobs
-// and finishes or releases running ones; then the HTTP server stops and the
-// backplane deregisters the node.
+// Shutdown drains the node gracefully: not ready first (the hub node's
+// draining flag), no new connections, existing ones closed with
+// allowReconnect over the drain window. At the same time the engine stops
+// taking jobs, and its running jobs have the same window to finish; those
+// still running when it ends are released for another node to take at once
+// (a zero window leaves them until ctx ends). Releasing is part of a clean
+// drain, not an error. Then the HTTP server stops and the backplane
+// deregisters the node.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var errs []error
 	n.stopOnce.Do(func() {
+		jobsCtx, cancelJobs := ctx, context.CancelFunc(func() {})
+		if n.cfg.DrainWindow > 0 {
+			jobsCtx, cancelJobs = context.WithTimeout(ctx, n.cfg.DrainWindow)
+		}
+		defer cancelJobs()
+		engineDone := make(chan error, 1)
+		go func() { engineDone <- n.Engine.Shutdown(jobsCtx) }()
 		if err := n.Hub.Drain(ctx, n.cfg.DrainWindow); err != nil {
 			errs = append(errs, err)
 		}
 		if err := n.Hub.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		if err := n.Engine.Shutdown(ctx); err != nil {
+		// Jobs released at the end of the window are not an error.
+		if err := <-engineDone; err != nil && (ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded)) {
 			errs = append(errs, err)
 		}
 		if err := n.server.Shutdown(ctx); err != nil {

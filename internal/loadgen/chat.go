@@ -212,6 +212,7 @@ func (r *runner) runChat(ctx context.Context, rep *Report) error {
 
 	r.setPhase("measure")
 	r.progressHist.Store(cr.done)
+	sc := r.startScrape(ctx)
 	w := startWindow()
 	var wg sync.WaitGroup
 	period := time.Duration(float64(time.Second) / cfg.Rate)
@@ -258,6 +259,7 @@ func (r *runner) runChat(ctx context.Context, rep *Report) error {
 	}
 	cr.sweep(0) // what is still waiting now is not coming within the bound
 	win := w.finish(&rep.Generator)
+	r.finishScrape(ctx, sc, rep)
 	r.env.closeAll()
 	wg.Wait()
 	rep.WindowSeconds = win.Seconds()

@@ -357,12 +357,7 @@ func (r *runner) runFanout(ctx context.Context, rep *Report) error {
 	if rep.Connect.Connected == 0 {
 		return fmt.Errorf("no connection succeeded: %s", firstError(r))
 	}
-	var sc *scraper
-	if cfg.ServerMetrics {
-		sc = newScraper(cfg.URLs)
-		sc.scrape(ctx, false)
-	}
-	records0 := r.env.records.Load()
+	sc := r.startScrape(ctx)
 	if cfg.Warmup > 0 {
 		r.setPhase("warmup")
 		r.progressHist.Store(t.warmHist)
@@ -377,10 +372,7 @@ func (r *runner) runFanout(ctx context.Context, rep *Report) error {
 	f := &FanoutStats{Sessions: cfg.Sessions, Members: cfg.Members, PayloadBytes: cfg.Payload,
 		TargetRate: cfg.Rate, PublishTarget: target}
 	f.DrainSeconds = t.drain(ctx).Seconds()
-	if sc != nil {
-		sc.scrape(context.WithoutCancel(ctx), true)
-		rep.Server = sc.stats(r.env.records.Load() - records0)
-	}
+	r.finishScrape(ctx, sc, rep)
 	r.setPhase("close")
 	r.env.closeAll()
 	t.tally(f)
@@ -411,12 +403,7 @@ func (r *runner) runConnections(ctx context.Context, rep *Report) error {
 			return err
 		}
 	}
-	var sc *scraper
-	if cfg.ServerMetrics {
-		sc = newScraper(cfg.URLs)
-		sc.scrape(ctx, false)
-	}
-	records0 := r.env.records.Load()
+	sc := r.startScrape(ctx)
 	rss0, _ := selfMemory()
 	r.progressHist.Store(r.connectHist)
 	t.connect(ctx, &rep.Connect)
@@ -436,12 +423,9 @@ func (r *runner) runConnections(ctx context.Context, rep *Report) error {
 	win := w.finish(&rep.Generator)
 	rep.WindowSeconds = win.Seconds()
 	cs.Dropped = r.env.dropped.Load() - dropped0
-	if sc != nil {
-		sc.scrape(context.WithoutCancel(ctx), true)
-		rep.Server = sc.stats(r.env.records.Load() - records0)
-		if cs.Connected > 0 && rep.Server.Processes > 0 {
-			cs.ServerKiBPerConn = rep.Server.RSSDeltaKiB / float64(cs.Connected)
-		}
+	r.finishScrape(ctx, sc, rep)
+	if s := rep.Server; s != nil && cs.Connected > 0 && s.Processes > 0 {
+		cs.ServerKiBPerConn = s.RSSDeltaKiB / float64(cs.Connected)
 	}
 	// Probe: one message per session; every member still connected must
 	// receive it.

@@ -194,3 +194,29 @@ func (s *scraper) stats(recordsIn int64) *ServerStats {
 	}
 	return st
 }
+
+// scrapeWindow is a server-metrics window opened by startScrape.
+type scrapeWindow struct {
+	sc       *scraper
+	records0 int64
+}
+
+// startScrape takes the "before" scrape when --server-metrics is on.
+func (r *runner) startScrape(ctx context.Context) *scrapeWindow {
+	if !r.cfg.ServerMetrics {
+		return nil
+	}
+	w := &scrapeWindow{sc: newScraper(r.cfg.URLs)}
+	w.sc.scrape(ctx, false)
+	w.records0 = r.env.records.Load()
+	return w
+}
+
+// finishScrape takes the "after" scrape and fills rep.Server.
+func (r *runner) finishScrape(ctx context.Context, w *scrapeWindow, rep *Report) {
+	if w == nil {
+		return
+	}
+	w.sc.scrape(context.WithoutCancel(ctx), true)
+	rep.Server = w.sc.stats(r.env.records.Load() - w.records0)
+}

@@ -206,6 +206,7 @@ func (r *runner) runPlans(ctx context.Context, rep *Report) error {
 
 	r.setPhase("measure")
 	r.progressHist.Store(pr.plan)
+	sc := r.startScrape(ctx)
 	w := startWindow()
 	end := time.Now().Add(cfg.Duration)
 	var wg sync.WaitGroup
@@ -254,6 +255,7 @@ func (r *runner) runPlans(ctx context.Context, rep *Report) error {
 	}
 	cancel()
 	win := w.finish(&rep.Generator)
+	r.finishScrape(ctx, sc, rep)
 	r.env.closeAll() // fails what still waits
 	wg.Wait()
 	rep.WindowSeconds = win.Seconds()

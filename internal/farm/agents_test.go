@@ -459,6 +459,10 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 		}
 		var agents []contract.AgentInfo
 		invoke(t, alice.conn, &agents, "GetAgents") // the waiting connection still serves
+		invoke(t, carol, &agents, "GetAgents")      // on the OrchestratorHub too
+		if len(agents) != 4 {
+			t.Fatalf("GetAgents on the OrchestratorHub: %+v", agents)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := eve.InvokeInto(ctx, nil, "ApproveTool", req.ID, true, nil); err == nil || !strings.Contains(err.Error(), "FORBIDDEN") {
@@ -508,6 +512,57 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 		}
 		if n := len(bob.approvals.snapshot()); n != 3 {
 			t.Fatalf("%d approval requests, want 3 (none for the read)", n)
+		}
+	})
+}
+
+// TestAgentAnswersOnSecuredFarm: with authentication, an agent subscriber
+// gets the answers of the sessions its user belongs to and no other's; an
+// outsider may not send to a session, nor stream from it.
+func TestAgentAnswersOnSecuredFarm(t *testing.T) {
+	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
+		f := securedFarm(t, b, 2, func(c *farm.NodeConfig) { c.Agents = testAgents() })
+		url := func(i int) string { return f.nodes[i].URL() + agentHub }
+		alice := watch(mustDialAs(t, url(0), token(t, "alice", time.Hour, nil)), "alice")
+		bob := watch(mustDialAs(t, url(1), token(t, "bob", time.Hour, nil)), "bob")
+		mallory := watch(mustDialAs(t, url(1), token(t, "mallory", time.Hour, nil)), "mallory")
+		sid := createSession(t, alice.conn, "private")
+		invoke(t, alice.conn, nil, "InviteToSession", sid, "bob")
+		invoke(t, bob.conn, nil, "JoinSession", sid)
+		for _, w := range []*watcher{bob, mallory} {
+			invoke(t, w.conn, nil, "SubscribeToAgent", "chunky")
+		}
+
+		invoke(t, alice.conn, nil, "SendAgentMessage", contract.AgentMessageRequest{AgentID: "chunky", SessionID: sid, Content: "secret"})
+		mid := alice.lastUserMessageID(t)
+		checkAnswer(t, alice, mid, "chunky: secret", 4)
+		checkAnswer(t, bob, mid, "chunky: secret", 4)
+		// A round trip on mallory's connection: anything queued for it
+		// before bob's answer would have arrived by now.
+		var agents []contract.AgentInfo
+		invoke(t, mallory.conn, &agents, "GetAgents")
+		if n, m := len(mallory.chunks.snapshot()), len(mallory.finals.snapshot()); n != 0 || m != 0 {
+			t.Fatalf("a subscriber outside the session received %d chunks and %d answers", n, m)
+		}
+		if len(mallory.status.snapshot()) == 0 {
+			t.Fatal("the subscriber got no status update")
+		}
+
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req := contract.AgentMessageRequest{AgentID: "chunky", SessionID: sid, Content: "let me in"}
+		if err := mallory.conn.InvokeInto(ctx, nil, "SendAgentMessage", req); err == nil || !strings.Contains(err.Error(), "FORBIDDEN") {
+			t.Fatalf("an outsider's SendAgentMessage: %v", err)
+		}
+		s, err := mallory.conn.Stream(ctx, "StreamAgentMessage", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Next(ctx); err == nil || !strings.Contains(err.Error(), "FORBIDDEN") {
+			t.Fatalf("an outsider's StreamAgentMessage: %v", err)
+		}
+		if n := len(alice.userMsgs.snapshot()); n != 1 {
+			t.Fatalf("the session got %d user messages, want 1", n)
 		}
 	})
 }

@@ -239,14 +239,21 @@ func (e *Engine) enqueueMessage(ctx context.Context, j messageJob, enqueue bool)
 	if enqueue {
 		flag = "1"
 	}
-	recordTTL := time.Duration(e.cfg.MaxAttempts)*(e.cfg.AgentTimeout+e.cfg.RetryBackoffMax) + e.cfg.MessageRetention
 	conv, err := e.msc.enqueue.Run(ctx, e.rdb, []string{e.keys.msg(j.ID), e.keys.conv(j.SessionID), e.keys.jobs},
 		j.ID, reqJSON, entry, e.cfg.ConversationMessages, e.cfg.ConversationBytes,
-		e.cfg.ConversationTTL.Milliseconds(), recordTTL.Milliseconds(), e.nowMs(), flag).Text()
+		e.cfg.ConversationTTL.Milliseconds(), e.openRecordTTL().Milliseconds(), e.nowMs(), flag).Text()
 	if err != nil {
 		return nil, fmt.Errorf("enqueue agent message %s: %w", j.ID, err)
 	}
 	return decodeConversation(conv, j), nil
+}
+
+// openRecordTTL is how long an unfinished message job's record lives: as
+// long as an unexecuted plan (Config.PlanRetention, so a backlog of that
+// age is still answered) plus every attempt's run and back-off. Each start
+// renews it; a finished record keeps Config.MessageRetention.
+func (e *Engine) openRecordTTL() time.Duration {
+	return e.cfg.PlanRetention + time.Duration(e.cfg.MaxAttempts)*(e.cfg.AgentTimeout+e.cfg.RetryBackoffMax)
 }
 
 // appendConversation appends one entry to a session's conversation (the
@@ -298,7 +305,8 @@ func (e *Engine) handleMessage(m redis.XMessage) {
 		return
 	}
 	ctx, cancel := e.op()
-	res, err := e.msc.start.Run(ctx, e.rdb, []string{e.keys.msg(id)}, d.owner, e.nowMs(), e.cfg.MaxAttempts).StringSlice()
+	res, err := e.msc.start.Run(ctx, e.rdb, []string{e.keys.msg(id)}, d.owner, e.nowMs(), e.cfg.MaxAttempts,
+		e.openRecordTTL().Milliseconds()).StringSlice()
 	cancel()
 	if err != nil {
 		// Left pending: the reclaimer retries it after the visibility timeout.
@@ -549,7 +557,9 @@ func (e *Engine) exhaustedMessage(d msgDelivery, res []string) {
 	}
 	_, info, _ := e.agents.Lookup(j.AgentID)
 	t := e.newTurn(j, n, info, nil)
-	t.resolveWatchers(context.Background())
+	ctx, cancel = e.op()
+	t.resolveWatchers(ctx)
+	cancel()
 	e.finishMessage(d, t, t.failure(contract.CodeProcessingError, msg), true)
 }
 

@@ -55,7 +55,7 @@ return conv`),
 		// attempt, takes ownership and returns the request and the
 		// conversation. A finished job whose callbacks were not marked sent
 		// asks for them again (renotify).
-		// KEYS msg. ARGV owner, now, maxAttempts.
+		// KEYS msg. ARGV owner, now, maxAttempts, recordTTL.
 		start: redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'status', 'by', 'notified')
 if not v[1] then return {'gone'} end
@@ -63,6 +63,7 @@ if v[1] == 'done' or v[1] == 'failed' then
   if v[2] == 'w' and not v[3] then return {'renotify'} end
   return {'dup'}
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[1])
 if attempts > tonumber(ARGV[3]) then return {'exhausted', tostring(attempts - 1), redis.call('HGET', KEYS[1], 'err') or ''} end

@@ -145,15 +145,15 @@ func (e *Engine) StreamAgentMessage(ctx context.Context, caller Caller, req cont
 
 	var o messageOutcome
 	switch {
+	case runErr == nil && !timedOut: // done, even if the stream went away meanwhile
+		o = t.success(res)
 	case agentCtx.Err() != nil:
 		o = t.success(res)
 		o.Cancelled = true
 	case timedOut:
 		o = t.failure(contract.CodeTimeout, fmt.Sprintf("Agent %s did not answer within %v", j.AgentID, e.cfg.AgentTimeout))
-	case runErr != nil:
-		o = t.failure(contract.CodeProcessingError, agentErrorText(j.AgentID, runErr))
 	default:
-		o = t.success(res)
+		o = t.failure(contract.CodeProcessingError, agentErrorText(j.AgentID, runErr))
 	}
 	opCtx, cancel := e.op()
 	defer cancel()

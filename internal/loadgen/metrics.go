@@ -31,6 +31,29 @@ const (
 var scrapedMetrics = []string{MetricMessagesOut, MetricConnections, MetricRateLimited, MetricSlowConsumers,
 	MetricDroppedFrames, MetricBackplaneErrors, MetricRSS, MetricCPU, MetricStartTime, MetricGoroutines}
 
+// scenarioMethods are the hub methods whose server-side handling time
+// each scenario reports.
+var scenarioMethods = map[string][]string{
+	ScenarioFanout:      {methodSendSessionMessage},
+	ScenarioConnections: {methodCreateSession, methodJoinSession},
+	ScenarioChat:        {methodSendAgentMessage},
+	ScenarioPlans:       {methodCreatePlan, methodExecutePlan},
+}
+
+func invocationSeries(method, part string) string {
+	return `hubfarm_invocation_duration_seconds_` + part + `{method="` + method + `"}`
+}
+
+// InvocationStat is a hub method's handling time on the nodes (dispatch to
+// completion, from hubfarm_invocation_duration_seconds) over the window. A
+// connection's invocations run one at a time, so a mean close to the
+// interval between one connection's calls means its calls queue.
+type InvocationStat struct {
+	Method string  `json:"method"`
+	Count  float64 `json:"count"`
+	MeanMs float64 `json:"mean_ms"`
+}
+
 // NodeMetrics is one URL's scrape before and after the measured window.
 type NodeMetrics struct {
 	URL    string             `json:"url"`
@@ -57,6 +80,8 @@ type ServerStats struct {
 	RSSDeltaKiB float64 `json:"rss_delta_kib"`
 	RSSAfterKiB float64 `json:"rss_after_kib"`
 	Processes   int     `json:"processes"`
+	// Invocations is the nodes' handling time of the scenario's methods.
+	Invocations []InvocationStat `json:"invocations,omitempty"`
 	// OtherCPUPct is the machine's busy time during the window not spent
 	// by the generator or the scraped node processes, in % of one core:
 	// Redis, a proxy, and whatever else shares the machine.
@@ -81,10 +106,23 @@ func ScrapeMetrics(ctx context.Context, hc *http.Client, base string, names []st
 	return parseMetrics(resp.Body, names)
 }
 
+// A name may carry a label selector, `name{k="v",...}`: it then sums only
+// the series carrying every one of those labels, under the name as given.
 func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
-	want := make(map[string]bool, len(names))
+	type selector struct {
+		key    string
+		labels []string
+	}
+	want := make(map[string][]selector, len(names))
 	for _, n := range names {
-		want[n] = true
+		base, sel, _ := strings.Cut(n, "{")
+		var labels []string
+		for _, l := range strings.Split(strings.TrimSuffix(sel, "}"), ",") {
+			if l != "" {
+				labels = append(labels, l)
+			}
+		}
+		want[base] = append(want[base], selector{key: n, labels: labels})
 	}
 	out := map[string]float64{}
 	sc := bufio.NewScanner(r)
@@ -95,7 +133,7 @@ func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
 			continue
 		}
 		end := strings.IndexAny(line, "{ ")
-		if end < 0 || !want[line[:end]] {
+		if end < 0 || want[line[:end]] == nil {
 			continue
 		}
 		rest := line[end:]
@@ -110,7 +148,16 @@ func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
 		if err != nil {
 			continue
 		}
-		out[line[:end]] += v
+		labels := line[end : len(line)-len(rest)]
+	selectors:
+		for _, sel := range want[line[:end]] {
+			for _, l := range sel.labels {
+				if !strings.Contains(labels, l) {
+					continue selectors
+				}
+			}
+			out[sel.key] += v
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -121,16 +168,22 @@ func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
 // scraper takes the before and after snapshots of every URL, and the
 // generator's and the machine's CPU over the same span.
 type scraper struct {
-	hc    *http.Client
-	nodes []NodeMetrics
+	hc      *http.Client
+	nodes   []NodeMetrics
+	names   []string
+	methods []string
 
 	t0, t1       time.Time
 	self0, self1 float64
 	busy0, busy1 uint64
 }
 
-func newScraper(urls []string) *scraper {
-	s := &scraper{hc: &http.Client{Timeout: 10 * time.Second}}
+func newScraper(urls []string, methods []string) *scraper {
+	s := &scraper{hc: &http.Client{Timeout: 10 * time.Second}, methods: methods}
+	s.names = append(s.names, scrapedMetrics...)
+	for _, m := range methods {
+		s.names = append(s.names, invocationSeries(m, "sum"), invocationSeries(m, "count"))
+	}
 	for _, u := range urls {
 		s.nodes = append(s.nodes, NodeMetrics{URL: u})
 	}
@@ -143,7 +196,7 @@ func (s *scraper) scrape(ctx context.Context, after bool) {
 		wg.Add(1)
 		go func(n *NodeMetrics) {
 			defer wg.Done()
-			m, err := ScrapeMetrics(ctx, s.hc, n.URL, scrapedMetrics)
+			m, err := ScrapeMetrics(ctx, s.hc, n.URL, s.names)
 			switch {
 			case err != nil:
 				n.Error = err.Error()
@@ -187,6 +240,20 @@ func (s *scraper) stats(recordsIn int64) *ServerStats {
 			st.RSSAfterKiB += n.After[MetricRSS] / 1024
 		}
 	}
+	for _, m := range s.methods {
+		is := InvocationStat{Method: m}
+		var sum float64
+		for _, n := range s.nodes {
+			if n.Before != nil && n.After != nil {
+				sum += n.After[invocationSeries(m, "sum")] - n.Before[invocationSeries(m, "sum")]
+				is.Count += n.After[invocationSeries(m, "count")] - n.Before[invocationSeries(m, "count")]
+			}
+		}
+		if is.Count > 0 {
+			is.MeanMs = 1000 * sum / is.Count
+			st.Invocations = append(st.Invocations, is)
+		}
+	}
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].URL < st.Nodes[j].URL })
 	if d := s.t1.Sub(s.t0).Seconds(); d > 0 && s.busy1 >= s.busy0 {
 		other := float64(s.busy1-s.busy0)/clockTicks - (s.self1 - s.self0) - st.CPUSeconds
@@ -206,7 +273,7 @@ func (r *runner) startScrape(ctx context.Context) *scrapeWindow {
 	if !r.cfg.ServerMetrics {
 		return nil
 	}
-	w := &scrapeWindow{sc: newScraper(r.cfg.URLs)}
+	w := &scrapeWindow{sc: newScraper(r.cfg.URLs, scenarioMethods[r.cfg.Scenario])}
 	w.sc.scrape(ctx, false)
 	w.records0 = r.env.records.Load()
 	return w

@@ -19,12 +19,18 @@ hubfarm_connections{hub="OrchestratorHub"} 40
 hubfarm_connections_opened_total{hub="OrchestratorHub"} 99
 process_resident_memory_bytes 6.744064e+07
 hubfarm_invocations_rate_limited_total{hub="A b}c"} 2
+hubfarm_invocation_duration_seconds_sum{hub="AgentHub",method="JoinSession"} 0.5
+hubfarm_invocation_duration_seconds_sum{hub="OrchestratorHub",method="JoinSession"} 1.5
+hubfarm_invocation_duration_seconds_sum{hub="OrchestratorHub",method="JoinSessionX"} 100
+hubfarm_invocation_duration_seconds_sum{hub="OrchestratorHub",method="SendSessionMessage"} 7
 `
-	m, err := parseMetrics(strings.NewReader(text), []string{MetricMessagesOut, MetricConnections, MetricRSS, MetricRateLimited, MetricCPU})
+	join := invocationSeries("JoinSession", "sum")
+	orchJoin := `hubfarm_invocation_duration_seconds_sum{hub="OrchestratorHub",method="JoinSession"}`
+	m, err := parseMetrics(strings.NewReader(text), []string{MetricMessagesOut, MetricConnections, MetricRSS, MetricRateLimited, MetricCPU, join, orchJoin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]float64{MetricMessagesOut: 2105, MetricConnections: 43, MetricRSS: 67440640, MetricRateLimited: 2}
+	want := map[string]float64{MetricMessagesOut: 2105, MetricConnections: 43, MetricRSS: 67440640, MetricRateLimited: 2, join: 2, orchJoin: 1.5}
 	if fmt.Sprint(m) != fmt.Sprint(want) {
 		t.Fatalf("got %v, want %v", m, want)
 	}

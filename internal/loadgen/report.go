@@ -221,6 +221,9 @@ func (r *Report) WriteText(w io.Writer) {
 			"server", s.MessagesOut, s.RecordsIn, s.RateLimited, s.SlowConsumerCloses, s.DroppedFrames, s.BackplaneErrors)
 		p("  %-22s %d process(es): cpu %.2fs, rss %.0f KiB (%+.0f KiB) from scrape to scrape", "", s.Processes, s.CPUSeconds, s.RSSAfterKiB, s.RSSDeltaKiB)
 		p("  %-22s %.0f%% of one core used by neither the generator nor the nodes (Redis, proxy, other processes)", "", s.OtherCPUPct)
+		for _, is := range s.Invocations {
+			p("  %-22s %s: %.0f calls, mean %.2f ms from dispatch to completion", "", is.Method, is.Count, is.MeanMs)
+		}
 		for _, n := range s.Nodes {
 			if n.Error != "" {
 				p("    %s: %s", n.URL, n.Error)

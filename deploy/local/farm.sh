@@ -146,10 +146,14 @@ stop_proc() { # stop_proc NAME SIG SECONDS: SIG, then SIGKILL after SECONDS
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 picked=" "
+# Ports are picked below the kernel's ephemeral range, where no outgoing
+# connection can be holding them when a node is started again later.
+ephemeral_lo="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
 pick_port() {
-	local p i
+	local p i lo=10000 hi="$ephemeral_lo"
+	[ "$hi" -gt $((lo + 1000)) ] || { lo=1024; [ "$hi" -gt 2048 ] || hi=65535; }
 	for i in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((lo + RANDOM % (hi - lo)))
 		case "$picked" in *" $p "*) continue ;; esac
 		if port_free "$p"; then
 			picked="$picked$p "

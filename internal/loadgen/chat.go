@@ -251,6 +251,8 @@ func (r *runner) runChat(ctx context.Context, rep *Report) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); cr.send(ctx, picked, gen) }()
 	}
+	// The window spans the whole duration, not just up to the last send.
+	sleepUntil(ctx, end)
 	r.setPhase("drain")
 	deadline := time.Now().Add(cfg.Drain)
 	for cr.busyCount() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {

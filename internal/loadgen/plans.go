@@ -243,6 +243,8 @@ func (r *runner) runPlans(ctx context.Context, rep *Report) error {
 			}()
 		}
 	}
+	// The window spans the whole duration, not just up to the last start.
+	sleepUntil(ctx, end)
 	// Plans in flight at the end finish within their own timeout, which
 	// the drain bound shortens.
 	r.setPhase("drain")

@@ -260,6 +260,8 @@ export class LocalFarm {
 /** Callbacks that carry session events (each with an eventId). */
 export const SESSION_TARGETS = [
   'ReceiveSessionMessage',
+  'AgentMessage',
+  'ReceiveAgentResponse',
   'SessionCreated',
   'OrchestrationPlanCreated',
   'OrchestrationProgress',
@@ -338,6 +340,9 @@ export class FaultClient {
     for (const target of SESSION_TARGETS) {
       this.connection.on(target, (arg) => this.onEvent(target, arg, 'live'));
     }
+    // Streamed chunks are not session events (not recorded): only counted.
+    this.chunks = 0;
+    this.connection.on('ReceiveStreamingUpdate', () => this.chunks++);
     this.connection.onreconnecting((err) => {
       this.closes.push({ at: Date.now(), error: String(err?.message ?? err ?? '') });
     });
@@ -487,6 +492,39 @@ export class ChatLoad {
     let n = 0;
     for (const s of this.sent.values()) if (s === state) n++;
     return n;
+  }
+}
+
+/**
+ * One client sends SendAgentMessage to agentId every intervalMs while it is
+ * connected, each with its own commandId; outcomes are counted like ChatLoad's.
+ */
+export class AgentLoad extends ChatLoad {
+  constructor(client, sessionId, agentId, intervalMs) {
+    super([client], sessionId, intervalMs);
+    this.agentId = agentId;
+  }
+
+  async loop(c) {
+    let n = 0;
+    while (this.running) {
+      if (c.connected) {
+        const commandId = `${c.label}-ask-${++n}`;
+        this.sent.set(commandId, 'pending');
+        try {
+          await c.connection.invoke('SendAgentMessage', {
+            agentId: this.agentId, sessionId: this.sessionId, content: `question ${n}`, attachments: [], commandId,
+          });
+          this.sent.set(commandId, 'accepted');
+        } catch (err) {
+          const text = String(err?.message ?? err);
+          const unknown = /connection being closed|connection was stopped|not in the 'Connected' State|WebSocket closed|error on close/i.test(text);
+          this.sent.set(commandId, unknown ? 'unknown' : 'refused');
+          this.errors.set(text.slice(0, 200), (this.errors.get(text.slice(0, 200)) || 0) + 1);
+        }
+      }
+      await pause(this.intervalMs);
+    }
   }
 }
 

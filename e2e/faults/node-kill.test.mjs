@@ -5,16 +5,19 @@
 // completes once; every session event reaches every client, live or from the
 // history; no step result is duplicated.
 //
-// Chat stream: session messages (SendSessionMessage) from every client, plus a
-// running plan of slow scripted agents (agents.yaml), whose StepCompleted and
-// OrchestrationProgress events are session events too.
+// Chat streams: session messages (SendSessionMessage) from every client; an
+// agent chat (SendAgentMessage on the AgentHub -> ReceiveStreamingUpdate chunks
+// -> one final ReceiveAgentResponse, recorded in the history) with a slow
+// scripted agent; and a running plan of slow scripted agents (agents.yaml),
+// whose StepCompleted and OrchestrationProgress events are session events too.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import {
-  ChatLoad, JWT_SECRET, LocalFarm, audit, cliToken, log, probeRound, sharedSession, startAll, summary, until,
+  AgentLoad, ChatLoad, JWT_SECRET, LocalFarm, audit, cliToken, fullHistory, log, probeRound, sharedSession, startAll,
+  summary, until,
 } from './farm.mjs';
 
 const USERS = 9;
@@ -32,13 +35,21 @@ after(() => farm.stop());
 
 test('node kill: clients come back in their session, the plan completes once, nothing is lost', async () => {
   const clients = [];
+  const tokens = [];
   for (let i = 1; i <= USERS; i++) {
     const user = `kill-user-${i}`;
-    clients.push(farm.client(user, { token: await cliToken(user) }));
+    tokens.push(await cliToken(user));
+    clients.push(farm.client(user, { token: tokens[i - 1] }));
   }
   await startAll(clients);
   const [owner, ...others] = clients;
   const { sessionId, from } = await sharedSession(owner, others, 'node-kill');
+  // The agent chat: a second connection of user 2, on the AgentHub; it is in
+  // the session because its user is.
+  const asker = farm.client('kill-user-2', { hub: 'agent', token: tokens[1], label: 'kill-user-2/agent' });
+  await asker.start();
+  asker.track(sessionId);
+  const members = [...clients, asker];
 
   const plan = await owner.invoke('CreateOrchestrationPlan', {
     sessionId, goal: 'write, review and rewrite', strategy: 3, // RoundRobin: a chain of maxSteps steps
@@ -47,6 +58,7 @@ test('node kill: clients come back in their session, the plan completes once, no
   assert.equal(plan.steps.length, STEPS);
 
   const load = new ChatLoad(clients, sessionId, 150).start();
+  const asks = new AgentLoad(asker, sessionId, 'scripted-writer', 700).start();
   await owner.invoke('ExecutePlan', plan.id);
   const stepsOf = (c) => c.all('StepCompleted').filter((s) => s.planId === plan.id);
   await owner.waitUntil(() => stepsOf(owner).length >= 2, 30000, 'two steps done');
@@ -58,8 +70,8 @@ test('node kill: clients come back in their session, the plan completes once, no
   }, 10000, 'a running step');
   const victim = farm.nodeIndex(holder);
   assert.ok(victim > 0, `job consumer ${holder} is a farm node`);
-  const where = await Promise.all(clients.map((c) => farm.nodeOfConnection(c.connectionId)));
-  const onVictim = clients.filter((_, i) => where[i] === holder);
+  const where = await Promise.all(members.map((c) => farm.nodeOfConnection(c.connectionId)));
+  const onVictim = members.filter((_, i) => where[i] === holder);
   log(`clients per node: ${JSON.stringify(where.reduce((m, n) => ({ ...m, [n]: (m[n] || 0) + 1 }), {}))}; killing ${holder} (runs step ${stepsOf(owner).length + 1})`);
   assert.ok(onVictim.length > 0, 'the victim holds clients (9 clients round-robin over 3 nodes)');
 
@@ -72,7 +84,7 @@ test('node kill: clients come back in their session, the plan completes once, no
     const node = await farm.nodeOfConnection(c.connectionId);
     assert.ok(node && node !== holder, `${c.label} reconnected to a live node (${node})`);
   }
-  const others2 = clients.filter((c) => !onVictim.includes(c));
+  const others2 = members.filter((c) => !onVictim.includes(c));
   assert.ok(others2.every((c) => c.reconnects.length === 0), 'clients of the other nodes were not disturbed');
 
   await owner.waitUntil(() => owner.all('OrchestrationCompleted').some((r) => r.planId === plan.id), 60000,
@@ -80,13 +92,34 @@ test('node kill: clients come back in their session, the plan completes once, no
   const completedMs = Date.now() - killedAt;
   await new Promise((r) => setTimeout(r, 1000)); // keep chatting a little after the recovery
   await load.stop();
+  await asks.stop();
+  // Every accepted question gets its final answer (a reclaimed one after the
+  // visibility timeout).
+  const finals = (h) => h.filter((e) => e.target === 'ReceiveAgentResponse' && e.payload.response?.isComplete);
+  const accepted = [...asks.sent].filter(([, st]) => st === 'accepted').map(([id]) => id);
+  await until(async () => {
+    const ids = new Set(finals(await fullHistory(owner, sessionId)).map((e) => e.payload.response.metadata?.CommandId));
+    return accepted.every((id) => ids.has(id));
+  }, 30000, 'a final answer to every accepted question', 500);
 
   // Messages sent now reach everyone live: the reconnected clients are in
   // the session again although nobody called JoinSession since the start.
-  await probeRound(clients, sessionId, 'after-kill');
+  await probeRound(members, sessionId, 'after-kill');
 
-  const a = await audit({ clients, load, sessionId, reader: owner, from });
+  const a = await audit({ clients: members, load, sessionId, reader: owner, from });
   log(summary('node kill', a));
+  const answers = finals(a.history);
+  const perAsk = new Map();
+  for (const e of answers) {
+    const id = e.payload.response.metadata?.CommandId;
+    perAsk.set(id, (perAsk.get(id) || 0) + 1);
+  }
+  const questions = a.history.filter((e) => e.target === 'AgentMessage').length;
+  log(`agent chat: ${asks.sent.size} sent, ${accepted.length} accepted, ${asks.count('unknown')} unknown, ` +
+    `${asks.count('refused')} refused; history: ${questions} AgentMessage, ${answers.length} final ReceiveAgentResponse; ` +
+    `streamed chunks received live: ${members.reduce((n, c) => n + c.chunks, 0)}`);
+  for (const id of accepted) assert.equal(perAsk.get(id), 1, `one final answer to ${id}`);
+  assert.ok(accepted.length >= 5, `a real agent chat (${accepted.length} questions)`);
 
   // The plan: completed once, one result per step, everywhere.
   const stepEvents = a.history.filter((e) => e.target === 'StepCompleted' && e.payload.planId === plan.id);
@@ -109,5 +142,5 @@ test('node kill: clients come back in their session, the plan completes once, no
   assert.equal(a.missing, 0, 'zero lost');
   assert.equal(a.liveDuplicates, 0, 'zero duplicated');
   assert.ok(a.accepted > 100, `a real stream (${a.accepted} accepted)`);
-  assert.ok(clients.every((c) => c.connected), 'every client ends connected');
+  assert.ok(members.every((c) => c.connected), 'every client ends connected');
 });

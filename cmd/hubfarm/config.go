@@ -105,6 +105,7 @@ type nodeFlags struct {
 	keepAlive         time.Duration
 	clientTimeout     time.Duration
 	allowedOrigins    string
+	enableBash        bool
 	invocationRate    float64
 	maxConnsPerUser   int
 }
@@ -123,6 +124,7 @@ func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
 	f.String(&n.allowedOrigins, "allowed-origins", "", "comma-separated browser origins allowed to connect cross-origin (\"*\" = any; default: same origin only)")
 	f.Float(&n.invocationRate, "invocation-rate", 200, "hub invocations per second one connection may make (burst: twice that)")
 	f.Int(&n.maxConnsPerUser, "max-connections-per-user", 100, "connections one user may hold farm-wide")
+	f.Bool(&n.enableBash, "enable-bash", false, "offer the bash tool to ExecuteTool (always behind the approval policy)")
 }
 
 func (f *flagSet) Float(p *float64, name string, def float64, usage string) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/orchestratorchat/hubfarm/internal/devproxy"
 	"github.com/orchestratorchat/hubfarm/internal/farm"
+	"github.com/orchestratorchat/hubfarm/orchestration/tools"
 )
 
 // runDev runs a whole farm in one process: an embedded Redis (miniredis), N
@@ -24,12 +26,16 @@ import (
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlagSet("dev", stderr)
 	var (
-		nf     nodeFlags
-		listen string
-		nodes  int
+		nf          nodeFlags
+		listen      string
+		nodes       int
+		sandboxRoot string
+		chunkDelay  time.Duration
 	)
 	f.String(&listen, "listen", ":8080", "address of the round-robin proxy in front of the nodes")
 	f.Int(&nodes, "nodes", 3, "number of hub nodes")
+	f.String(&sandboxRoot, "sandbox-root", "", "directory tools (ExecuteTool) are confined to (default: a fresh temporary directory, removed at exit)")
+	f.Duration(&chunkDelay, "chunk-delay", 40*time.Millisecond, "pause between the streamed chunks of the scripted agents' answers")
 	nf.register(f, "text")
 	if err := f.parse(args); err != nil {
 		return err
@@ -44,6 +50,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if sandboxRoot == "" {
+		dir, err := os.MkdirTemp("", "hubfarm-dev-sandbox-")
+		if err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		sandboxRoot = dir
+	}
+	catalog := farm.ScriptedAgents(8, chunkDelay)
 	mr := miniredis.NewMiniRedis()
 	if err := mr.Start(); err != nil {
 		return fmt.Errorf("embedded redis: %w", err)
@@ -71,6 +86,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		n, err := farm.StartNode(ctx, farm.NodeConfig{
 			NodeID: fmt.Sprintf("dev-%d", i), Prefix: nf.prefix, DevTrustUserParam: true, Dev: true,
 			HeartbeatInterval: nf.heartbeat, Hub: nf.hubConfig(), Logger: log,
+			Agents: catalog, ToolsRoot: sandboxRoot, Tools: tools.Config{EnableBash: nf.enableBash},
 		}, rdb)
 		if err != nil {
 			return err
@@ -92,6 +108,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintln(stdout, "WARNING: development mode: no authentication; the `user` query parameter is trusted.")
 	fmt.Fprintf(stdout, "  OrchestratorHub  %s/hubs/orchestrator\n", base)
 	fmt.Fprintf(stdout, "  AgentHub         %s/hubs/agent\n", base)
+	fmt.Fprintf(stdout, "  tools sandbox    %s\n", sandboxRoot)
 	fmt.Fprintf(stdout, "  health           %s/healthz  %s/readyz\n", base, base)
 	for _, n := range started {
 		fmt.Fprintf(stdout, "  node %-8s     %s  (metrics %s/metrics)\n", n.ID, n.URL(), n.URL())

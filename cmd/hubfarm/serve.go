@@ -14,6 +14,7 @@ import (
 	"github.com/orchestratorchat/hubfarm/internal/farm"
 	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/agents"
+	"github.com/orchestratorchat/hubfarm/orchestration/tools"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -38,7 +39,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.Bool(&nf.devTrustUserParam, "dev-trust-user-param", false, "take the connection's user from the `user` query parameter (development only, no authentication)")
 	f.Bool(&insecure, "insecure", false, "run without authentication (every client may claim any user with --dev-trust-user-param; sessions are open)")
 	f.String(&agentsFile, "agents", "", "agent catalogue file (YAML or JSON; default: the two built-in scripted agents)")
-	f.String(&sandboxRoot, "sandbox-root", "", "directory command agents run under (required when the catalogue has command agents)")
+	f.String(&sandboxRoot, "sandbox-root", "", "directory that tools (ExecuteTool) and command agents are confined to; sessions' working directories are relative to it (no tools without it)")
 	f.Duration(&visibility, "job-visibility-timeout", 30*time.Second, "a running job not refreshed for this long (its node died) is taken over by another node")
 	f.Float(&negotiateIP, "negotiate-rate-per-ip", 20, "negotiate and WebSocket requests per second one client IP may make (burst: twice that); behind a load balancer every request comes from its address: raise this and limit per client at the balancer")
 	af.register(f)
@@ -88,6 +89,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		NodeID: nodeID, Listen: listen, Prefix: nf.prefix, TokenSecret: []byte(tokenSecret),
 		DevTrustUserParam: nf.devTrustUserParam, Auth: verifier, HeartbeatInterval: nf.heartbeat, DrainWindow: nf.drainWindow,
 		Hub: hcfg, Logger: log, Agents: catalog, Engine: orchestration.Config{VisibilityTimeout: visibility},
+		ToolsRoot: sandboxRoot, Tools: tools.Config{EnableBash: nf.enableBash},
 	}, rdb)
 	if err != nil {
 		return err

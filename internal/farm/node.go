@@ -496,14 +496,19 @@ func (s engineSessions) Emit(ctx context.Context, id string, caller orchestratio
 
 // DefaultAgents is the catalogue of a node started without one: two
 // deterministic scripted agents, enough for demos and tests.
-func DefaultAgents() *orchestration.MemoryCatalog {
+func DefaultAgents() *orchestration.MemoryCatalog { return ScriptedAgents(3, 0) }
+
+// ScriptedAgents is the two-agent scripted catalogue with chunks pieces per
+// answer and chunkDelay between them (the development farm streams slowly
+// enough to watch).
+func ScriptedAgents(chunks int, chunkDelay time.Duration) *orchestration.MemoryCatalog {
 	c := orchestration.NewMemoryCatalog()
 	for _, a := range []struct{ id, name, desc string }{
 		{"scripted-writer", "Writer (scripted)", "Deterministic demo agent that drafts text"},
 		{"scripted-reviewer", "Reviewer (scripted)", "Deterministic demo agent that reviews text"},
 	} {
 		c.Add(contract.AgentInfo{ID: a.id, Name: a.name, Type: contract.AgentTypeCustom, Description: a.desc,
-			Status: contract.AgentStatusReady}, &orchestration.Scripted{Chunks: 3})
+			Status: contract.AgentStatusReady}, &orchestration.Scripted{Chunks: chunks, ChunkDelay: chunkDelay})
 	}
 	return c
 }

@@ -82,15 +82,15 @@ test(`drain: SIGTERM on a node with ${CLIENTS} clients moves them all to the oth
   };
   log(`drain report: ${JSON.stringify(report)}`);
 
-  // (within the resolution of polling /readyz every 25 ms)
-  assert.ok(notReadyAt && notReadyAt - t <= closeTimes[0] + 250, 'not ready when the first client is closed');
+  // (within the resolution of polling /readyz on a busy machine)
+  assert.ok(notReadyAt && notReadyAt - t <= closeTimes[0] + 1000, 'not ready when the first client is closed');
   assert.deepEqual(report.reasons, ['Server returned an error on close: Server is shutting down.'],
     'every client got the shutdown Close (with allowReconnect, or it would not have reconnected)');
   assert.equal(report.closedForGood, 0, 'no client gave up');
   // Spread over the window: not all at once, and done within it (plus slack).
   assert.ok(report.lastCloseMs - report.firstCloseMs >= WINDOW_S * 1000 * 0.6,
     `closes spread over the window (${report.firstCloseMs}..${report.lastCloseMs} ms)`);
-  assert.ok(report.lastCloseMs <= WINDOW_S * 1000 + 3000, `closes within the window (${report.lastCloseMs} ms)`);
+  assert.ok(report.lastCloseMs <= WINDOW_S * 1000 + 5000, `closes within the window, give or take a busy machine (${report.lastCloseMs} ms)`);
   const mid = (report.medianCloseMs - report.firstCloseMs) / (report.lastCloseMs - report.firstCloseMs);
   assert.ok(mid >= 0.25 && mid <= 0.75, `evenly spread: the median close is mid-way (${mid.toFixed(2)} of the span)`);
   for (const c of clients) assert.ok(!firstIds.has(c.connectionId), 'a reconnect is a new connection');

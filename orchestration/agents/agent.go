@@ -218,9 +218,15 @@ func (a *Agent) Run(ctx context.Context, req orchestration.AgentRequest, emit fu
 		}
 		return r.Run(ctx, req, emit)
 	}
-	res, err := a.Chat(ctx, Request{AgentID: req.AgentID, SessionID: req.SessionID,
+	chat := Request{AgentID: req.AgentID, SessionID: req.SessionID,
 		MessageID: fmt.Sprintf("%s/%d/%d", req.PlanID, req.StepOrder, req.Attempt),
-		Messages:  []Message{{Role: contract.MessageRoleUser, Content: StepPrompt(req)}}},
+		Messages:  []Message{{Role: contract.MessageRoleUser, Content: StepPrompt(req)}}}
+	if req.MessageID != "" && len(req.Messages) > 0 {
+		// A conversation turn (SendAgentMessage): the job carries the recent
+		// conversation, the user's message last; agents hold no state.
+		chat.MessageID, chat.Messages = req.MessageID, MessagesFromHistory(req.Messages)
+	}
+	res, err := a.Chat(ctx, chat,
 		func(c Chunk) {
 			if c.Kind == ChunkText && emit != nil {
 				emit(c.Content)

@@ -363,3 +363,27 @@ func TestCommandAsPlanStep(t *testing.T) {
 		t.Fatalf("outputData %v", res.OutputData)
 	}
 }
+
+// TestRunCarriesTheConversation: an agent message job (SendAgentMessage)
+// hands the agent the recent conversation, not a plan-step prompt.
+func TestRunCarriesTheConversation(t *testing.T) {
+	a, _ := shAgent(t, `while IFS= read -r line; do echo "got $line"; done
+`, nil, nil)
+	var out strings.Builder
+	_, err := a.Run(context.Background(), orchestration.AgentRequest{
+		AgentID: "cli", SessionID: "s1", MessageID: "m2",
+		Messages: []contract.AgentMessage{
+			{Role: contract.MessageRoleUser, Content: "first question"},
+			{Role: contract.MessageRoleAssistant, Content: "first answer"},
+			{Role: contract.MessageRoleUser, Content: "second question"},
+		},
+	}, func(chunk string) { out.WriteString(chunk) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"content":"first question"`, `"content":"first answer"`, `"role":"user","content":"second question"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("agent input lacks %s:\n%s", want, out.String())
+		}
+	}
+}

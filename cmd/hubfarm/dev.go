@@ -59,6 +59,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		sandboxRoot = dir
 	}
 	catalog := farm.ScriptedAgents(8, chunkDelay)
+	devHub := nf.hubConfig()
+	// Every request reaches the nodes from the built-in proxy's address, so
+	// a per-IP limit would be a limit on the whole farm.
+	devHub.NegotiateRatePerIP = 1e6
 	mr := miniredis.NewMiniRedis()
 	if err := mr.Start(); err != nil {
 		return fmt.Errorf("embedded redis: %w", err)
@@ -85,7 +89,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		clients = append(clients, rdb)
 		n, err := farm.StartNode(ctx, farm.NodeConfig{
 			NodeID: fmt.Sprintf("dev-%d", i), Prefix: nf.prefix, DevTrustUserParam: true, Dev: true,
-			HeartbeatInterval: nf.heartbeat, Hub: nf.hubConfig(), Logger: log,
+			HeartbeatInterval: nf.heartbeat, Hub: devHub, Logger: log,
 			Agents: catalog, ToolsRoot: sandboxRoot, Tools: tools.Config{EnableBash: nf.enableBash},
 		}, rdb)
 		if err != nil {

@@ -33,6 +33,7 @@ commands:
   serve   run one hub node against a Redis server
   dev     run a development farm: embedded Redis, N nodes, round-robin proxy
   token   mint a development JWT (HS256) for a user
+  load    load-test a farm (scenarios: fanout, connections, chat, plans)
 
 Run 'hubfarm <command> -h' for the flags of a command.
 `)

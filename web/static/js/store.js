@@ -435,11 +435,13 @@ export class Store extends EventTarget {
   approvalsAnswered(sessionId, run, approved) {
     const s = this.sessions.get(sessionId);
     if (!s) return;
-    const params = JSON.stringify(run.parameters ?? {});
+    // The server echoes parameters from a Go map (keys sorted), so compare
+    // in a key-order-independent form.
+    const params = canonicalJSON(run.parameters ?? {});
     let changed = false;
     for (const a of s.approvals.values()) {
       const r = a.request;
-      if (a.state === 'pending' && r.toolName === run.toolName && r.agentId === run.agentId && JSON.stringify(r.parameters ?? {}) === params) {
+      if (a.state === 'pending' && r.toolName === run.toolName && r.agentId === run.agentId && canonicalJSON(r.parameters ?? {}) === params) {
         a.state = approved ? 'approved' : 'denied';
         changed = true;
       }
@@ -485,4 +487,13 @@ export class Store extends EventTarget {
     this.farm = { ...this.farm, error: err.message || String(err) };
     this.changed('farm');
   }
+}
+
+/** JSON with object keys sorted at every level: equal values, equal text. */
+export function canonicalJSON(v) {
+  if (Array.isArray(v)) return `[${v.map(canonicalJSON).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonicalJSON(v[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
 }

@@ -121,10 +121,11 @@ func watch(c *client.Conn, name string) *watcher {
 // lastUserMessageID is the id of the last AgentMessage the watcher got.
 func (w *watcher) lastUserMessageID(t *testing.T) string {
 	t.Helper()
+	// Callbacks run on the client's dispatcher, so the AgentMessage sent
+	// before the Completion may still be on its way to the handler when
+	// Invoke returns.
+	waitFor(t, 10*time.Second, w.name+" receives an AgentMessage", func() bool { return len(w.userMsgs.snapshot()) > 0 })
 	msgs := w.userMsgs.snapshot()
-	if len(msgs) == 0 {
-		t.Fatalf("%s received no AgentMessage", w.name)
-	}
 	var m struct {
 		ID string `json:"id"`
 	}

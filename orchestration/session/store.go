@@ -28,6 +28,10 @@ import (
 // ErrNotFound is returned for an unknown session id.
 var ErrNotFound = errors.New("session not found")
 
+// ErrNotRecorded wraps an Emit failure before the event reached the
+// history: nothing was sent, the caller may retry.
+var ErrNotRecorded = errors.New("event not recorded")
+
 // ErrInvalidEventID is returned for an afterEventID that is not a history id.
 var ErrInvalidEventID = errors.New("invalid event id")
 
@@ -266,8 +270,13 @@ func (s *Store) Emit(ctx context.Context, sessionID, callerConn, target string, 
 	}
 	id, err := s.record(ctx, sessionID, target, body)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", ErrNotRecorded, err)
 	}
+	// Once recorded, the event is sent even if the caller goes away
+	// meanwhile (its connection closing cancels ctx): members would
+	// otherwise miss live what the history already holds.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	withID := json.RawMessage(injectEventID(body, id))
 	group := GroupName(sessionID)
 	var errs []error

@@ -1,14 +1,10 @@
 package backplane
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,8 +257,8 @@ func TestSilentSubscriberReplaced(t *testing.T) {
 		} else {
 			addr = b.Mini.Addr()
 		}
-		p := startProxy(t, addr)
-		rdb := redis.NewClient(&redis.Options{Addr: p.addr()})
+		p := testredis.StartFreezeProxy(t, addr)
+		rdb := redis.NewClient(&redis.Options{Addr: p.Addr()})
 		t.Cleanup(func() { _ = rdb.Close() })
 
 		n := &testNode{rdb: rdb, sig: make(chan struct{}, 1)}
@@ -279,7 +275,7 @@ func TestSilentSubscriberReplaced(t *testing.T) {
 		other := startNode(t, b, "other", nil)
 		n.mustRegister(t, "a1", "", "g")
 
-		p.freezeSubscribers()
+		p.FreezeSubscribers()
 		waitFor(t, 5*time.Second, "ready to fail on the frozen subscription", func() bool {
 			return n.Ready(ctxT(t, 200*time.Millisecond)) != nil
 		})
@@ -292,114 +288,4 @@ func TestSilentSubscriberReplaced(t *testing.T) {
 			t.Fatal("replacement not counted")
 		}
 	})
-}
-
-// proxy forwards TCP connections to Redis and can freeze those that
-// subscribed: they stay open but nothing passes any more.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []*proxyConn
-	wg     sync.WaitGroup
-	closed chan struct{}
-}
-
-type proxyConn struct {
-	client, server net.Conn
-	subscriber     atomic.Bool
-	frozen         chan struct{} // closed when frozen
-	freezeOnce     sync.Once
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, closed: make(chan struct{})}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		pc := &proxyConn{client: c, server: s, frozen: make(chan struct{})}
-		p.mu.Lock()
-		p.conns = append(p.conns, pc)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(pc, c, s, true)
-		go p.pipe(pc, s, c, false)
-	}
-}
-
-func (p *proxy) pipe(pc *proxyConn, from, to net.Conn, upstream bool) {
-	defer p.wg.Done()
-	defer from.Close()
-	defer to.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := from.Read(buf)
-		if n > 0 {
-			if upstream && bytes.Contains(bytes.ToLower(buf[:n]), []byte("subscribe")) {
-				pc.subscriber.Store(true)
-			}
-			select {
-			case <-pc.frozen: // swallow everything, like a dead path
-				select {
-				case <-p.closed:
-					return
-				default:
-				}
-				continue
-			default:
-			}
-			if _, werr := to.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				return
-			}
-			return
-		}
-	}
-}
-
-func (p *proxy) freezeSubscribers() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pc := range p.conns {
-		if pc.subscriber.Load() {
-			pc.freezeOnce.Do(func() { close(pc.frozen) })
-		}
-	}
-}
-
-func (p *proxy) close() {
-	close(p.closed)
-	p.ln.Close()
-	p.mu.Lock()
-	for _, pc := range p.conns {
-		pc.client.Close()
-		pc.server.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }

@@ -1,15 +1,11 @@
 package farm_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,8 +221,8 @@ func TestReadyzRedWhileSubscriberFrozen(t *testing.T) {
 		} else {
 			addr = b.Mini.Addr()
 		}
-		p := startFreezeProxy(t, addr)
-		proxied := redis.NewClient(&redis.Options{Addr: p.ln.Addr().String()})
+		p := testredis.StartFreezeProxy(t, addr)
+		proxied := redis.NewClient(&redis.Options{Addr: p.Addr()})
 		t.Cleanup(func() { _ = proxied.Close() })
 		n1 := startNodeOn(t, "n1", proxied)
 		n2 := startNodeOn(t, "n2", b.NewClient())
@@ -235,7 +231,7 @@ func TestReadyzRedWhileSubscriberFrozen(t *testing.T) {
 		waitReadyz(t, n1, http.StatusOK, 5*time.Second)
 		before := scrape(t, n1)
 
-		p.freezeSubscribers()
+		p.FreezeSubscribers()
 		waitReadyz(t, n1, http.StatusServiceUnavailable, 10*time.Second)
 		if code, body := get(t, n2.URL()+"/readyz"); code != http.StatusOK {
 			t.Fatalf("n2 /readyz answered %d %q; only n1's subscriber is frozen", code, body)
@@ -265,107 +261,4 @@ func startNodeOn(t *testing.T, id string, rdb redis.UniversalClient) *farm.Node 
 		_ = n.Shutdown(ctx)
 	})
 	return n
-}
-
-// freezeProxy forwards TCP connections to Redis and can freeze those that
-// subscribed: they stay open, but nothing passes any more, like a
-// half-open connection.
-type freezeProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []*frozenConn
-	wg     sync.WaitGroup
-}
-
-type frozenConn struct {
-	client, server net.Conn
-	subscriber     atomic.Bool
-	frozen         chan struct{}
-	once           sync.Once
-}
-
-func startFreezeProxy(t *testing.T, target string) *freezeProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &freezeProxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *freezeProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		fc := &frozenConn{client: c, server: s, frozen: make(chan struct{})}
-		p.mu.Lock()
-		p.conns = append(p.conns, fc)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(fc, c, s, true)
-		go p.pipe(fc, s, c, false)
-	}
-}
-
-// pipe copies from → to until either side fails; a frozen connection's
-// bytes are swallowed (the reads go on, so closing still ends it).
-func (p *freezeProxy) pipe(fc *frozenConn, from, to net.Conn, upstream bool) {
-	defer p.wg.Done()
-	defer from.Close()
-	defer to.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := from.Read(buf)
-		if n > 0 {
-			if upstream && bytes.Contains(bytes.ToLower(buf[:n]), []byte("subscribe")) {
-				fc.subscriber.Store(true)
-			}
-			select {
-			case <-fc.frozen:
-				continue
-			default:
-			}
-			if _, werr := to.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// freezeSubscribers freezes every connection that has sent a SUBSCRIBE.
-func (p *freezeProxy) freezeSubscribers() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, fc := range p.conns {
-		if fc.subscriber.Load() {
-			fc.once.Do(func() { close(fc.frozen) })
-		}
-	}
-}
-
-func (p *freezeProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	for _, fc := range p.conns {
-		fc.client.Close()
-		fc.server.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }

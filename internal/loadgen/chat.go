@@ -199,16 +199,9 @@ func (r *runner) runChat(ctx context.Context, rep *Report) error {
 		jobs = append(jobs, cs.job)
 	}
 	r.connectAll(ctx, jobs, &rep.Connect)
-	live := cr.sessions[:0:0]
-	for _, cs := range cr.sessions {
-		if cs.job.conn != nil {
-			live = append(live, cs)
-		}
-	}
-	if len(live) == 0 {
+	if cr.sessions = connected(cr.sessions, func(cs *chatSession) *connectJob { return cs.job }); len(cr.sessions) == 0 {
 		return fmt.Errorf("no connection succeeded: %s", firstError(r))
 	}
-	cr.sessions = live
 
 	r.setPhase("measure")
 	r.progressHist.Store(cr.done)

@@ -469,3 +469,14 @@ func firstError(r *runner) string {
 	}
 	return "no error recorded"
 }
+
+// connected keeps the items whose connection succeeded, in order.
+func connected[T any](items []T, job func(T) *connectJob) []T {
+	live := items[:0:0]
+	for _, it := range items {
+		if job(it).conn != nil {
+			live = append(live, it)
+		}
+	}
+	return live
+}

@@ -193,16 +193,9 @@ func (r *runner) runPlans(ctx context.Context, rep *Report) error {
 		jobs = append(jobs, d.job)
 	}
 	r.connectAll(ctx, jobs, &rep.Connect)
-	live := pr.drivers[:0:0]
-	for _, d := range pr.drivers {
-		if d.job.conn != nil {
-			live = append(live, d)
-		}
-	}
-	if len(live) == 0 {
+	if pr.drivers = connected(pr.drivers, func(d *planDriver) *connectJob { return d.job }); len(pr.drivers) == 0 {
 		return fmt.Errorf("no connection succeeded: %s", firstError(r))
 	}
-	pr.drivers = live
 
 	r.setPhase("measure")
 	r.progressHist.Store(pr.plan)

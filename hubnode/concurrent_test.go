@@ -96,9 +96,17 @@ func TestConcurrentMethodDoesNotBlockTheConnection(t *testing.T) {
 		err := c.InvokeInto(ctx, &v, "Wait")
 		waiting <- answer{v, err}
 	}()
+	awaitStart := func() {
+		t.Helper()
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatal("Wait never started")
+		}
+	}
 	// Release is sent after Wait on the same connection; with one
 	// invocation at a time it would wait behind Wait forever.
-	<-started
+	awaitStart()
 	if err := c.InvokeInto(ctx, nil, "Release", "go"); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
@@ -111,7 +119,8 @@ func TestConcurrentMethodDoesNotBlockTheConnection(t *testing.T) {
 		t.Fatal("Wait never returned")
 	}
 
-	// Two may wait at once; a third is refused.
+	// Two may wait at once; a third is refused. The first Wait's slot is
+	// free once its Completion has arrived, so both start.
 	results := make(chan answer, 3)
 	for range 2 {
 		go func() {
@@ -120,8 +129,8 @@ func TestConcurrentMethodDoesNotBlockTheConnection(t *testing.T) {
 			results <- answer{v, err}
 		}()
 	}
-	<-started
-	<-started
+	awaitStart()
+	awaitStart()
 	var v string
 	refused := c.InvokeInto(ctx, &v, "Wait")
 	if refused == nil {

@@ -366,7 +366,9 @@ func (c *Conn) dispatchLoop() {
 		c.invocations[0] = protocol.Message{}
 		c.invocations = c.invocations[1:]
 		c.mu.Unlock()
-		c.hub.invoke(c, m)
+		if done := c.hub.invoke(c, m); done != nil {
+			c.sendFrame(done)
+		}
 	}
 }
 
@@ -385,12 +387,13 @@ func (c *Conn) startConcurrent(m protocol.Message) {
 	c.concurrent++
 	c.mu.Unlock()
 	go func() {
-		defer func() {
-			c.mu.Lock()
-			c.concurrent--
-			c.mu.Unlock()
-		}()
-		c.hub.invoke(c, m)
+		done := c.hub.invoke(c, m)
+		c.mu.Lock()
+		c.concurrent--
+		c.mu.Unlock()
+		if done != nil {
+			c.sendFrame(done)
+		}
 	}()
 }
 
@@ -413,13 +416,12 @@ func (c *Conn) startStream(m protocol.Message) {
 	c.streams[m.InvocationID] = cancel
 	c.mu.Unlock()
 	go func() {
-		defer func() {
-			cancel()
-			c.mu.Lock()
-			delete(c.streams, m.InvocationID)
-			c.mu.Unlock()
-		}()
-		c.hub.invokeStream(ctx, c, m)
+		done := c.hub.invokeStream(ctx, c, m)
+		cancel()
+		c.mu.Lock()
+		delete(c.streams, m.InvocationID)
+		c.mu.Unlock()
+		c.sendFrame(done)
 	}()
 }
 

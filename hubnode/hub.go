@@ -279,9 +279,11 @@ func describeJSONError(err error) string {
 	return err.Error()
 }
 
-// invoke runs a plain Invocation and sends its Completion (unless the call
-// was non-blocking).
-func (h *Hub) invoke(c *Conn, m protocol.Message) {
+// invoke runs a plain Invocation and returns its Completion record (nil for
+// a non-blocking call). The caller sends it after releasing the
+// invocation's slot, so a client that has seen the Completion may start
+// another call at once without being refused for one that has ended.
+func (h *Hub) invoke(c *Conn, m protocol.Message) []byte {
 	start := h.node.cfg.Now()
 	meth, vals, bindErr := h.lookup(c, m)
 	outcome := "ok"
@@ -293,22 +295,22 @@ func (h *Hub) invoke(c *Conn, m protocol.Message) {
 	}
 	if bindErr != "" {
 		outcome = "bind_error"
-		if m.InvocationID != "" {
-			c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, bindErr))
+		if m.InvocationID == "" {
+			return nil
 		}
-		return
+		return protocol.AppendCompletionError(nil, m.InvocationID, bindErr)
 	}
 	call := &Call{ctx: c.ctx, conn: c, invocationID: m.InvocationID, target: m.Target}
 	result, err := h.call(meth, call, nil, vals)
 	if err != nil {
 		outcome = "error"
-		if m.InvocationID != "" {
-			c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, h.errorText(c, meth, err)))
+		if m.InvocationID == "" {
+			return nil
 		}
-		return
+		return protocol.AppendCompletionError(nil, m.InvocationID, h.errorText(c, meth, err))
 	}
 	if m.InvocationID == "" {
-		return
+		return nil
 	}
 	var payload []byte
 	if meth.hasResult {
@@ -316,11 +318,10 @@ func (h *Hub) invoke(c *Conn, m protocol.Message) {
 		if err != nil {
 			outcome = "error"
 			h.node.log.Error("encode result", "hub", h.name, "method", meth.name, "err", err)
-			c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, fmt.Sprintf("An unexpected error occurred invoking '%s' on the server.", meth.name)))
-			return
+			return protocol.AppendCompletionError(nil, m.InvocationID, fmt.Sprintf("An unexpected error occurred invoking '%s' on the server.", meth.name))
 		}
 	}
-	c.sendFrame(protocol.AppendCompletion(nil, m.InvocationID, payload))
+	return protocol.AppendCompletion(nil, m.InvocationID, payload)
 }
 
 func methodLabel(m *method) string {
@@ -330,8 +331,9 @@ func methodLabel(m *method) string {
 	return m.name
 }
 
-// invokeStream runs a StreamInvocation: items, then a Completion.
-func (h *Hub) invokeStream(ctx context.Context, c *Conn, m protocol.Message) {
+// invokeStream runs a StreamInvocation: it sends the items and returns the
+// Completion record, for the caller to send after releasing the stream's slot.
+func (h *Hub) invokeStream(ctx context.Context, c *Conn, m protocol.Message) []byte {
 	start := h.node.cfg.Now()
 	meth, vals, bindErr := h.lookup(c, m)
 	outcome := "ok"
@@ -343,23 +345,21 @@ func (h *Hub) invokeStream(ctx context.Context, c *Conn, m protocol.Message) {
 	}
 	if bindErr != "" {
 		outcome = "bind_error"
-		c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, bindErr))
-		return
+		return protocol.AppendCompletionError(nil, m.InvocationID, bindErr)
 	}
 	call := &Call{ctx: ctx, conn: c, invocationID: m.InvocationID, target: m.Target}
 	stream := &Stream{conn: c, invocationID: m.InvocationID}
 	_, err := h.call(meth, call, stream, vals)
 	if err != nil && ctx.Err() == nil {
 		outcome = "error"
-		c.sendFrame(protocol.AppendCompletionError(nil, m.InvocationID, h.errorText(c, meth, err)))
-		return
+		return protocol.AppendCompletionError(nil, m.InvocationID, h.errorText(c, meth, err))
 	}
 	if ctx.Err() != nil {
 		outcome = "cancelled"
 	}
 	// After a cancellation the client ignores it, but the protocol still
 	// ends every invocation with a Completion.
-	c.sendFrame(protocol.AppendCompletion(nil, m.InvocationID, nil))
+	return protocol.AppendCompletion(nil, m.InvocationID, nil)
 }
 
 // call runs the method, turning a panic into an error so one bad handler

@@ -148,8 +148,8 @@ func TestCancelFromAnotherNode(t *testing.T) {
 		if err := worker.ExecutePlan(context.Background(), testCaller, plan.ID); err != nil {
 			t.Fatal(err)
 		}
-		<-agent.started
-		<-agent.started
+		receive(t, agent.started, 20*time.Second, "a step to start")
+		receive(t, agent.started, 20*time.Second, "a step to start")
 		t0 := time.Now()
 		if err := api.CancelExecution(context.Background(), testCaller, plan.ID); err != nil {
 			t.Fatal(err)

@@ -287,3 +287,17 @@ func request(strategy contract.OrchestrationStrategy, maxSteps int, agents ...st
 	r.MaxSteps = maxSteps
 	return r
 }
+
+// receive waits for one value on ch, failing the test after timeout rather
+// than hanging the run.
+func receive[T any](t testing.TB, ch <-chan T, timeout time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		var zero T
+		return zero
+	}
+}

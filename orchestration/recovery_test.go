@@ -66,7 +66,7 @@ func TestCrashDuringStep(t *testing.T) {
 		if err := a.ExecutePlan(context.Background(), testCaller, plan.ID); err != nil {
 			t.Fatal(err)
 		}
-		if got := <-stuck.started; got != 2 {
+		if got := receive(t, stuck.started, 20*time.Second, "the stuck step to start"); got != 2 {
 			t.Fatalf("stuck agent started step %d", got)
 		}
 		a.crash()
@@ -160,7 +160,7 @@ func TestShutdownReleasesRunningStep(t *testing.T) {
 		if err := a.ExecutePlan(context.Background(), testCaller, plan.ID); err != nil {
 			t.Fatal(err)
 		}
-		<-stuck.started
+		receive(t, stuck.started, 20*time.Second, "the stuck step to start")
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		if err := a.Shutdown(ctx); err == nil {

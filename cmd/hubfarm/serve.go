@@ -31,6 +31,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sandboxRoot string
 		visibility  time.Duration
 		negotiateIP float64
+		debugListen string
 	)
 	f.String(&listen, "listen", ":8080", "HTTP listen address (hubs, /metrics, /healthz, /readyz)")
 	f.String(&redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
@@ -42,6 +43,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.String(&sandboxRoot, "sandbox-root", "", "directory that tools (ExecuteTool) and command agents are confined to; sessions' working directories are relative to it (no tools without it)")
 	f.Duration(&visibility, "job-visibility-timeout", 30*time.Second, "a running job not refreshed for this long (its node died) is taken over by another node")
 	f.Float(&negotiateIP, "negotiate-rate-per-ip", 20, "negotiate and WebSocket requests per second one client IP may make (burst: twice that); behind a load balancer every request comes from its address: raise this and limit per client at the balancer")
+	f.String(&debugListen, "debug-listen", "", "address serving Go runtime profiles at /debug/pprof/ (off when empty; keep it private, e.g. 127.0.0.1:6060)")
 	af.register(f)
 	nf.register(f, "json")
 	if err := f.parse(args); err != nil {
@@ -72,6 +74,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if verifier == nil {
 		log.Warn("INSECURE: no authentication; sessions are open to every client")
 	}
+	stopDebug, err := startDebugServer(debugListen, log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return fmt.Errorf("--redis: %w", err)

@@ -90,7 +90,7 @@ func (e *Engine) ExecutePlan(ctx context.Context, caller Caller, planID string) 
 	now := e.cfg.Now()
 	deadline := now.Add(info.timeout)
 	ttl := info.timeout + e.cfg.PlanRetention
-	res, err := e.sc.execute.Run(ctx, e.rdb, []string{e.keys.plan(planID), e.keys.jobs, e.keys.deadlines},
+	res, err := e.sc.execute.Run(ctx, e.rdb, []string{e.keys.plan(planID), e.keys.part(planID).jobs, e.keys.part(planID).deadlines},
 		now.UnixMilli(), caller.ConnectionID, caller.User, deadline.UnixMilli(), planID, ttl.Milliseconds()).StringSlice()
 	if err != nil {
 		return internal("execute plan", err)

@@ -194,7 +194,7 @@ func TestAdaptiveReplacementParsing(t *testing.T) {
 
 func TestConfigDefaults(t *testing.T) {
 	c := DefaultConfig("n")
-	if c.Workers != 4 || c.Prefix != "hf" || c.VisibilityTimeout != 30*time.Second || c.ClaimRefresh != 10*time.Second ||
+	if c.Workers != DefaultWorkers || c.Partitions != 1 || c.Prefix != "hf" || c.VisibilityTimeout != 30*time.Second || c.ClaimRefresh != 10*time.Second ||
 		c.MaxAttempts != 3 || c.PlanTimeout != 30*time.Minute || c.NodeID != "n" || c.Now == nil {
 		t.Errorf("defaults %+v", c)
 	}

@@ -66,29 +66,54 @@ func (e *Engine) emitStepEnd(ctx context.Context, s stepEnd) {
 	}
 }
 
-// notify marks a step's callbacks sent, acknowledges its job (msgID may be
-// empty), enqueues the steps it released and, when the plan's completion
-// became due, sends it.
-func (e *Engine) notify(ctx context.Context, planID string, order int, msgID string) error {
-	res, err := e.sc.notify.Run(ctx, e.rdb, []string{e.keys.plan(planID), e.keys.jobs},
-		order, msgID, groupName, planID).StringSlice()
+// notify marks the callbacks of step j.step sent, enqueues the steps it
+// released, acknowledges j's job (j.msgID may be empty) and, when the
+// plan's completion became due, sends it. When goOn is set and the engine
+// still takes jobs, the delivery goes on with one released step instead of
+// enqueueing it (saving the job's trip through the stream): the returned
+// start result is that step's, for the caller to follow.
+func (e *Engine) notify(ctx context.Context, j job, goOn bool) (*startResult, error) {
+	owner := ""
+	if goOn && j.msgID != "" && e.takeCtx != nil && e.takeCtx.Err() == nil {
+		owner = e.newOwner()
+	}
+	res, err := e.sc.notify.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.parts[j.part].jobs},
+		j.step, j.msgID, groupName, j.planID, owner, e.nowMs(), e.cfg.MaxAttempts, e.cfg.NodeID).StringSlice()
 	if err != nil {
-		return fmt.Errorf("notify step %d of plan %s: %w", order, planID, err)
+		return nil, fmt.Errorf("notify step %d of plan %s: %w", j.step, j.planID, err)
 	}
 	e.observeJobs(JobKindStep, JobEnqueued, atoi(res, 1))
-	if res[0] == "complete" {
-		return e.emitCompletion(ctx, planID)
+	switch {
+	case res[0] == "complete":
+		return nil, e.emitCompletion(ctx, j.planID, pairs(res[2:]))
+	case res[0] == "ok" && len(res) > 2:
+		e.observeJobs(JobKindStep, JobEnqueued, 1)
+		next := j
+		next.attempt, next.chained = 1, true
+		return &startResult{j: next, owner: owner, res: res[2:]}, nil
 	}
-	return nil
+	return nil, nil
+}
+
+// pairs turns a flat field/value list (HGETALL's answer) into a map.
+func pairs(fv []string) map[string]string {
+	h := make(map[string]string, len(fv)/2)
+	for i := 0; i+1 < len(fv); i += 2 {
+		h[fv[i]] = fv[i+1]
+	}
+	return h
 }
 
 // emitCompletion sends a finished plan's last events: the 100% progress,
 // OrchestrationCompleted and, when it failed or timed out, ReceiveError.
-// The caller has claimed the right to send them (completionSent).
-func (e *Engine) emitCompletion(ctx context.Context, planID string) error {
-	h, err := e.rdb.HGetAll(ctx, e.keys.plan(planID)).Result()
-	if err != nil {
-		return fmt.Errorf("load finished plan %s: %w", planID, err)
+// The caller has claimed the right to send them (completionSent). h is the
+// plan hash, or nil to load it.
+func (e *Engine) emitCompletion(ctx context.Context, planID string, h map[string]string) error {
+	if h == nil {
+		var err error
+		if h, err = e.rdb.HGetAll(ctx, e.keys.plan(planID)).Result(); err != nil {
+			return fmt.Errorf("load finished plan %s: %w", planID, err)
+		}
 	}
 	if len(h) == 0 {
 		return nil
@@ -139,7 +164,7 @@ func (e *Engine) abort(ctx context.Context, planID, status, reason string, onlyI
 		due = "1"
 	}
 	now := e.cfg.Now()
-	res, err := e.sc.abort.Run(ctx, e.rdb, []string{e.keys.plan(planID), e.keys.deadlines},
+	res, err := e.sc.abort.Run(ctx, e.rdb, []string{e.keys.plan(planID), e.keys.part(planID).deadlines},
 		now.UnixMilli(), status, reason, planID, e.cfg.PlanRetention.Milliseconds(), due).StringSlice()
 	if err != nil {
 		return "", fmt.Errorf("abort plan %s: %w", planID, err)
@@ -202,7 +227,7 @@ func (e *Engine) abort(ctx context.Context, planID, status, reason string, onlyI
 		return "ok", fmt.Errorf("complete aborted plan %s: %w", planID, err)
 	}
 	if verdict == "complete" {
-		return "ok", e.emitCompletion(ctx, planID)
+		return "ok", e.emitCompletion(ctx, planID, nil)
 	}
 	return "ok", nil
 }

@@ -3,6 +3,7 @@ package orchestration
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -10,17 +11,28 @@ import (
 
 // Config configures an Engine. Zero durations and counts take the defaults
 // documented on each field, except Workers: 0 means "no workers" (an
-// API-only node); [DefaultConfig] sets it to 4.
+// API-only node); [DefaultConfig] sets it to [DefaultWorkers].
 type Config struct {
-	// Prefix is put before every Redis key ("hf"). For Redis Cluster every
-	// engine key must hash to one slot: use a hash tag such as "{hf}".
+	// Prefix is put before every Redis key ("hf"). With one partition on
+	// Redis Cluster every engine key must hash to one slot: use a hash tag
+	// such as "{hf}". With more partitions the keys carry their own hash
+	// tags and the prefix must not contain "{" or "}".
 	Prefix string
+	// Partitions is the number of job streams (1). Each partition has its
+	// own stream, consumer group, delayed set, dead-letter stream and
+	// deadline set under its own hash tag; a plan's jobs go to the
+	// partition its id hashes to, an agent message's to its session's. On
+	// Redis Cluster, more partitions spread the job load over the shards.
+	// Every node of a farm must use the same value, and changing it strands
+	// the jobs and plans of the old layout. Workers, when not 0, must be
+	// at least Partitions (each partition's reader waits for a free worker).
+	Partitions int
 	// NodeID names this node's consumer in the job group; it must be unique
 	// among live nodes (default: hostname-pid-random).
 	NodeID string
 	// Workers is the number of concurrent step runners Start launches
-	// (DefaultConfig: 4; 0 = none, and then no reclaimer or scheduler runs
-	// either: the node only serves the API).
+	// (DefaultConfig: DefaultWorkers; 0 = none, and then no reader,
+	// reclaimer or scheduler runs either: the node only serves the API).
 	Workers int
 	// VisibilityTimeout is how long a delivered job may go without a claim
 	// refresh before another node's reclaimer takes it over (30s).
@@ -86,9 +98,16 @@ type Config struct {
 	Observer Observer
 }
 
-// DefaultConfig returns the defaults, with 4 workers and the given node id.
+// DefaultWorkers is DefaultConfig's worker count. A worker mostly waits:
+// on Redis for a quick step, on the agent's API or process for a real one,
+// so a node runs many at once on few cores; the readers take no more jobs
+// than workers are free, so idle workers cost nothing.
+const DefaultWorkers = 16
+
+// DefaultConfig returns the defaults, with DefaultWorkers workers and the
+// given node id.
 func DefaultConfig(nodeID string) Config {
-	c := Config{NodeID: nodeID, Workers: 4}
+	c := Config{NodeID: nodeID, Workers: DefaultWorkers}
 	c.fill()
 	return c
 }
@@ -101,6 +120,9 @@ func (c *Config) fill() {
 	}
 	if c.Prefix == "" {
 		c.Prefix = "hf"
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = 1
 	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
@@ -145,6 +167,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("orchestration: ClaimRefresh (%v) must be below VisibilityTimeout (%v)", c.ClaimRefresh, c.VisibilityTimeout)
 	case c.BlockTimeout < time.Millisecond:
 		return fmt.Errorf("orchestration: BlockTimeout must be at least 1ms")
+	case c.Partitions > 1 && strings.ContainsAny(c.Prefix, "{}"):
+		return fmt.Errorf("orchestration: with %d partitions Prefix (%q) must not contain a hash tag", c.Partitions, c.Prefix)
+	case c.Partitions > clusterSlots:
+		return fmt.Errorf("orchestration: Partitions must be at most %d (got %d)", clusterSlots, c.Partitions)
+	case c.Workers > 0 && c.Workers < c.Partitions:
+		return fmt.Errorf("orchestration: Workers (%d) must be at least Partitions (%d)", c.Workers, c.Partitions)
 	}
 	return nil
 }

@@ -4,7 +4,8 @@
 // consumer group of workers, one group shared by every node. Messages sent
 // to an agent (AgentHub.SendAgentMessage) are jobs of the same stream, kind
 // "agent-message", with the same delivery, retry, reclaim and dead-letter
-// machinery (see [Engine.SendAgentMessage]).
+// machinery (see [Engine.SendAgentMessage]). The job stream may be split
+// into partitions (Config.Partitions) for Redis Cluster.
 //
 // The engine never imports the hub or the backplane. It reaches the outside
 // through small interfaces defined here: [Sessions] (session existence and
@@ -14,6 +15,8 @@
 // session group and the agent's subscribers).
 //
 // # Keys (all under Config.Prefix, "hf" by default)
+//
+// With one partition (Config.Partitions = 1, the default):
 //
 //	P:plan:<id>          hash: plan JSON, status, session, callers, per-step state and results (TTL)
 //	P:jobs               stream + consumer group "workers": one entry per runnable step or agent message
@@ -25,6 +28,24 @@
 //	P:agent:<id>:running sorted set: answers the agent is giving, scored by when they must be over (Busy status)
 //	P:agent:<id>:last    string (TTL): outcome of the agent's last answer, "ready" or "error"
 //
+// With N > 1 partitions, partition i has the hash tag T = "{p<i>}" (or
+// "{p<i>.<k>}", chosen so the N tags fall in N equal slices of the Cluster
+// slot space) and the keys become:
+//
+//	P:jobs:T, P:jobs:T:dead, P:jobs:T:delayed, P:plans:T:deadlines   partition i's stream, dead letters, retries, deadlines
+//	P:plan:T:<id>            a plan, in the partition its id hashes to (FNV-1a mod N)
+//	P:msg:T:<id>             an agent message, in the partition its session id hashes to
+//	P:conv:T:<session>       the session's conversation, in the same partition
+//	P:agent:{a:<id>}:running, P:agent:{a:<id>}:last   an agent's status keys, under the agent's own tag
+//
+// Every Lua script gets all its keys in KEYS and they hash to one slot: a
+// plan's scripts touch the plan and its partition's stream, dead letters,
+// retries and deadlines; an agent message's touch its record, its session's
+// conversation and that partition's keys; the agent status scripts touch
+// one agent's two keys. MULTI blocks touch one key. So the engine runs on
+// Redis Cluster, and job throughput grows with the shards the partitions
+// are spread over.
+//
 // # Guarantees
 //
 //   - A hub call (CreatePlan, ExecutePlan, SendOrchestrationMessage,
@@ -35,7 +56,12 @@
 //     delivery still owns the step; only that delivery sends the step's
 //     callbacks, and the steps that became runnable are enqueued after those
 //     callbacks were sent, so per plan the callbacks of a chain arrive in step
-//     order and OrchestrationCompleted is the last event of the plan.
+//     order and OrchestrationCompleted is the last event of the plan. The
+//     delivery that sent them goes on with one of those steps itself, in
+//     the same Lua call that enqueues the others: its job entry stays
+//     pending and carries the chain (a redelivery of the entry follows the
+//     chain to the step still open), so a chain of steps runs without a
+//     trip through the stream per step.
 //   - A job whose worker dies is reclaimed (XAUTOCLAIM) after
 //     Config.VisibilityTimeout and runs again; a running job refreshes its
 //     claim every Config.ClaimRefresh. Every start of a step counts as an

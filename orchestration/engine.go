@@ -16,30 +16,6 @@ import (
 // groupName is the consumer group every node's workers join.
 const groupName = "workers"
 
-// keys are the engine's Redis keys.
-type keys struct {
-	prefix, jobs, dead, delayed, deadlines string
-}
-
-func newKeys(prefix string) keys {
-	return keys{prefix: prefix, jobs: prefix + ":jobs", dead: prefix + ":jobs:dead",
-		delayed: prefix + ":jobs:delayed", deadlines: prefix + ":plans:deadlines"}
-}
-
-func (k keys) plan(id string) string { return k.prefix + ":plan:" + id }
-
-// msg is an agent message job's record.
-func (k keys) msg(id string) string { return k.prefix + ":msg:" + id }
-
-// conv is a session's recent conversation (agent messages and answers).
-func (k keys) conv(sessionID string) string { return k.prefix + ":conv:" + sessionID }
-
-// agentRunning is the set of answers an agent is giving, farm-wide.
-func (k keys) agentRunning(agentID string) string { return k.prefix + ":agent:" + agentID + ":running" }
-
-// agentLast is the outcome of an agent's last answer ("ready" or "error").
-func (k keys) agentLast(agentID string) string { return k.prefix + ":agent:" + agentID + ":last" }
-
 // Stats are counters of this node's engine since New.
 type Stats struct {
 	StepsStarted   int64 // step attempts this node's workers started
@@ -88,8 +64,14 @@ type Engine struct {
 	runCtx     context.Context    // done when running jobs must be abandoned (released)
 	stopRun    context.CancelFunc //
 	wg         sync.WaitGroup     // every background goroutine
-	reclaimed  chan redis.XMessage
-	crashed    atomic.Bool // test hook: behave as if the process died
+	// slots holds one token per job handed to a worker and not yet
+	// finished: readers and the reclaimer take a token for every entry
+	// they hand over, so no more jobs are read than workers are free to
+	// start at once (a job waiting in a local queue would age towards its
+	// visibility timeout).
+	slots   chan struct{}
+	work    chan delivery // entries read or reclaimed, for the workers
+	crashed atomic.Bool   // test hook: behave as if the process died
 
 	// afterRecord, when set (tests), runs after a step's result was
 	// recorded and before its callbacks are sent.
@@ -114,7 +96,7 @@ func New(cfg Config, rdb redis.UniversalClient, sessions Sessions, agents AgentC
 	e := &Engine{
 		cfg: cfg, rdb: rdb, sessions: sessions, agents: agents,
 		log:  logger.With("component", "orchestration", "node", cfg.NodeID),
-		keys: newKeys(cfg.Prefix), sc: newScripts(), msc: newMessageScripts(),
+		keys: newKeys(cfg.Prefix, cfg.Partitions), sc: newScripts(), msc: newMessageScripts(),
 	}
 	e.authz, _ = sessions.(SessionAuthorizer)
 	e.router, _ = sessions.(Router)
@@ -143,7 +125,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if e.started {
 		return errors.New("orchestration: Start called twice")
 	}
-	if err := e.ensureGroup(ctx); err != nil {
+	if err := e.ensureGroup(ctx, -1); err != nil {
 		return err
 	}
 	e.started = true
@@ -153,38 +135,53 @@ func (e *Engine) Start(ctx context.Context) error {
 	if e.cfg.Workers == 0 {
 		return nil
 	}
-	e.reclaimed = make(chan redis.XMessage, e.cfg.Workers)
-	for i := range e.cfg.Workers {
-		e.wg.Go(func() { e.workerLoop(i) })
+	e.slots = make(chan struct{}, e.cfg.Workers)
+	e.work = make(chan delivery, e.cfg.Workers)
+	for range e.cfg.Workers {
+		e.wg.Go(e.workerLoop)
 	}
-	e.wg.Go(e.reclaimLoop)
+	// The producers (a reader per partition and the reclaimer) close the
+	// work channel when they have all stopped, so the workers start every
+	// entry already read before they exit.
+	var producers sync.WaitGroup
+	for p := range e.keys.parts {
+		producers.Go(func() { e.readLoop(p) })
+	}
+	producers.Go(e.reclaimLoop)
+	e.wg.Go(func() { producers.Wait(); close(e.work) })
 	e.wg.Go(e.scheduleLoop)
-	e.log.Info("orchestration engine started", "workers", e.cfg.Workers)
+	e.log.Info("orchestration engine started", "workers", e.cfg.Workers, "partitions", len(e.keys.parts))
 	return nil
 }
 
-// ensureGroup creates the job stream and its consumer group. The group
-// starts at the stream's beginning so jobs added before any worker existed
-// are not missed.
-func (e *Engine) ensureGroup(ctx context.Context) error {
+// ensureGroup creates the job streams and their consumer groups (p < 0:
+// every partition's). A group starts at its stream's beginning so jobs
+// added before any worker existed are not missed.
+func (e *Engine) ensureGroup(ctx context.Context, p int) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
-	err := e.rdb.XGroupCreateMkStream(ctx, e.keys.jobs, groupName, "0").Err()
-	if err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
-		return fmt.Errorf("orchestration: create consumer group: %w", err)
+	for i, pk := range e.keys.parts {
+		if p >= 0 && i != p {
+			continue
+		}
+		err := e.rdb.XGroupCreateMkStream(ctx, pk.jobs, groupName, "0").Err()
+		if err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("orchestration: create consumer group of %s: %w", pk.jobs, err)
+		}
 	}
 	return nil
 }
 
-// Shutdown stops the engine in this order: (1) workers stop taking new jobs
-// (a worker blocked reading the stream notices within Config.BlockTimeout),
-// the reclaimer and the scheduler stop; (2) running steps may finish and
+// Shutdown stops the engine in this order: (1) the readers stop reading
+// the job streams (a reader blocked on one notices within
+// Config.BlockTimeout), the reclaimer and the scheduler stop, and the
+// workers start the entries already read, then take no more; (2) running
+// steps may finish and
 // send their callbacks until ctx is done; (3) if ctx ends first, the steps
 // still running are cancelled and their jobs released — put back on the
 // stream, attempt not counted — so another node takes them at once;
 // (4) Shutdown returns once every goroutine has exited: ctx.Err() if jobs
-// had to be released, else nil. Jobs reclaimed but not yet started stay
-// pending and are reclaimed by another node after the visibility timeout.
+// had to be released, else nil.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	if !e.started || e.stopped {

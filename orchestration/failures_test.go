@@ -54,7 +54,7 @@ func TestExhaustedAttemptsDeadLetter(t *testing.T) {
 		if !strings.HasPrefix(res.FinalOutput, "Orchestration failed: Step 1 (a)") {
 			t.Errorf("finalOutput %q", res.FinalOutput)
 		}
-		dead, err := v.rdb.XRange(context.Background(), e.keys.dead, "-", "+").Result()
+		dead, err := v.rdb.XRange(context.Background(), e.keys.part(plan.ID).dead, "-", "+").Result()
 		if err != nil || len(dead) != 1 || dead[0].Values["plan"] != plan.ID || dead[0].Values["step"] != "1" {
 			t.Fatalf("dead letters %v %v", dead, err)
 		}
@@ -62,7 +62,7 @@ func TestExhaustedAttemptsDeadLetter(t *testing.T) {
 		if st.Status != contract.PlanStatusFailed || st.Steps[0].State != contract.StepStateFailed || st.Steps[1].State != contract.StepStateSkipped {
 			t.Errorf("state %+v", st)
 		}
-		errs := v.sessions.sessionEvents(testSession, contract.TargetReceiveError)
+		errs := v.receiveErrors() // sent after OrchestrationCompleted
 		if len(errs) != 1 || errs[0].Payload.(contract.ErrorResponse).Code != contract.CodeProcessingError ||
 			!strings.HasPrefix(errs[0].Payload.(contract.ErrorResponse).Error, "Orchestration failed:") {
 			t.Errorf("ReceiveError %+v", errs)
@@ -180,8 +180,8 @@ func TestCancelFromAnotherNode(t *testing.T) {
 		checkEvents(t, v.sessions.planEvents(plan.ID), 2)
 		// The stopped workers dropped their jobs: nothing is left pending.
 		waitFor(t, 2*time.Second, "jobs acknowledged", func() bool {
-			p, err := v.rdb.XPending(context.Background(), worker.keys.jobs, groupName).Result()
-			return err == nil && p.Count == 0
+			b, err := worker.Backlog(context.Background())
+			return err == nil && b.Pending == 0
 		})
 		if err := api.CancelExecution(context.Background(), testCaller, plan.ID); CodeOf(err) != contract.CodeConflict {
 			t.Errorf("second cancel: %v", err)
@@ -231,7 +231,7 @@ func TestStepTimeout(t *testing.T) {
 		if e.Stats().Retries != 0 {
 			t.Errorf("a timeout was retried")
 		}
-		errs := v.sessions.sessionEvents(testSession, contract.TargetReceiveError)
+		errs := v.receiveErrors() // sent after OrchestrationCompleted
 		if len(errs) != 1 || !strings.Contains(errs[0].Payload.(contract.ErrorResponse).Error, "timed out after 300ms") {
 			t.Errorf("ReceiveError %+v", errs)
 		}
@@ -257,7 +257,7 @@ func TestPlanTimeout(t *testing.T) {
 			res.StepResults[1].Error != "Step 2 stopped: Orchestration timed out after 500ms" {
 			t.Errorf("step results %+v", res.StepResults)
 		}
-		errs := v.sessions.sessionEvents(testSession, contract.TargetReceiveError)
+		errs := v.receiveErrors() // sent after OrchestrationCompleted
 		if len(errs) != 1 || errs[0].Payload.(contract.ErrorResponse).Code != contract.CodeTimeout {
 			t.Errorf("ReceiveError %+v", errs)
 		}
@@ -288,4 +288,14 @@ func TestPanickingAgentFailsItsStep(t *testing.T) {
 			t.Fatalf("result %+v", res)
 		}
 	})
+}
+
+// receiveErrors waits for the session's first ReceiveError (a plan sends it
+// after its OrchestrationCompleted) and returns all of them.
+func (v *env) receiveErrors() []event {
+	v.t.Helper()
+	waitFor(v.t, 5*time.Second, "a ReceiveError", func() bool {
+		return len(v.sessions.sessionEvents(testSession, contract.TargetReceiveError)) > 0
+	})
+	return v.sessions.sessionEvents(testSession, contract.TargetReceiveError)
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,10 +177,29 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// partitionsEnv names the environment variable that runs the package's
+// tests with that many job stream partitions (default 1), every script's
+// keys checked to share one Cluster slot; workers are raised to at least
+// the partitions.
+const partitionsEnv = "HUBFARM_TEST_PARTITIONS"
+
+// testPartitions is the partition count the tests run with.
+func testPartitions() int {
+	n, err := strconv.Atoi(os.Getenv(partitionsEnv))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}
+
 // testConfig is a Config with short intervals, for fast tests.
 func testConfig(node string, workers int) Config {
+	parts := testPartitions()
+	if workers > 0 {
+		workers = max(workers, parts)
+	}
 	return Config{
-		Prefix: "t", NodeID: node, Workers: workers,
+		Prefix: "t", NodeID: node, Workers: workers, Partitions: parts,
 		VisibilityTimeout: time.Second, ClaimRefresh: 200 * time.Millisecond,
 		PollInterval: 50 * time.Millisecond, ReclaimInterval: 100 * time.Millisecond,
 		BlockTimeout: 100 * time.Millisecond, SchedulerInterval: 20 * time.Millisecond,
@@ -203,6 +224,9 @@ var testCaller = Caller{ConnectionID: "c1", User: "u1"}
 
 func newEnv(t *testing.T, b backend, agents map[string]Agent) *env {
 	v := &env{t: t, b: b, rdb: b.NewClient(), sessions: newFakeSessions(testSession), catalog: NewMemoryCatalog()}
+	if testPartitions() > 1 {
+		checkSlots(t, v.rdb)
+	}
 	for id, a := range agents {
 		v.catalog.Add(contract.AgentInfo{ID: id, Name: id}, a)
 	}
@@ -299,5 +323,97 @@ func receive[T any](t testing.TB, ch <-chan T, timeout time.Duration, what strin
 		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		var zero T
 		return zero
+	}
+}
+
+// slotChecker records every Lua script call and MULTI block whose keys do
+// not all hash to one Redis Cluster slot (such a call fails on a cluster
+// with CROSSSLOT).
+type slotChecker struct {
+	mu      sync.Mutex
+	scripts int
+	multis  int
+	bad     []string
+}
+
+// checkSlots hooks a slot checker into rdb; the test fails at its end if a
+// script call or MULTI block crossed slots. It returns the checker.
+func checkSlots(t testing.TB, rdb redis.UniversalClient) *slotChecker {
+	c := &slotChecker{}
+	rdb.AddHook(c)
+	t.Cleanup(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, b := range c.bad {
+			t.Errorf("keys of more than one slot: %s", b)
+		}
+	})
+	return c
+}
+
+func (c *slotChecker) counts() (scripts, multis int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.scripts, c.multis
+}
+
+func (c *slotChecker) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *slotChecker) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.check(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *slotChecker) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var tx []string
+		multi := false
+		for _, cmd := range cmds {
+			c.check(cmd)
+			switch cmd.Name() {
+			case "multi":
+				multi = true
+			case "exec":
+			default:
+				if a := cmd.Args(); len(a) > 1 {
+					tx = append(tx, fmt.Sprint(a[1]))
+				}
+			}
+		}
+		if multi {
+			c.record(&c.multis, "MULTI", tx)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// check looks at a script call's keys.
+func (c *slotChecker) check(cmd redis.Cmder) {
+	if n := cmd.Name(); n != "evalsha" && n != "eval" && n != "evalsha_ro" && n != "eval_ro" {
+		return
+	}
+	a := cmd.Args()
+	if len(a) < 3 {
+		return
+	}
+	n, _ := strconv.Atoi(fmt.Sprint(a[2]))
+	var ks []string
+	for i := 3; i < 3+n && i < len(a); i++ {
+		ks = append(ks, fmt.Sprint(a[i]))
+	}
+	c.record(&c.scripts, "script", ks)
+}
+
+func (c *slotChecker) record(counter *int, what string, ks []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	*counter++
+	for _, k := range ks[min(1, len(ks)):] {
+		if keySlot(k) != keySlot(ks[0]) {
+			c.bad = append(c.bad, fmt.Sprintf("%s %v", what, ks))
+			return
+		}
 	}
 }

@@ -33,7 +33,7 @@ type keepalive struct {
 // startKeepalive watches a plan step's job.
 func (e *Engine) startKeepalive(j job, owner string, cancelAgent context.CancelFunc) *keepalive {
 	check := func(ctx context.Context, claim, post string) (string, error) {
-		return e.sc.keepalive.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.jobs},
+		return e.sc.keepalive.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.parts[j.part].jobs},
 			j.step, owner, groupName, e.cfg.NodeID, j.msgID, claim, post).Text()
 	}
 	return e.watch(check, cancelAgent, "plan", j.planID, "step", j.step)

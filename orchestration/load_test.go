@@ -209,8 +209,64 @@ func runLoad(tb testing.TB, nodes []*Engine, sessions *fakeSessions, n int, time
 	return rep
 }
 
-// loadFarm starts nodes engines of workers each, each with its own client.
-func loadFarm(tb testing.TB, addr string, nodes, workers int) ([]*Engine, *fakeSessions) {
+// roundTrips counts the Redis round trips of clients it is hooked into:
+// commands sent alone, and pipelines (one round trip each, however many
+// commands they carry), with the commands by name.
+type roundTrips struct {
+	mu        sync.Mutex
+	single    int
+	pipelines int
+	byName    map[string]int
+}
+
+func newRoundTrips() *roundTrips { return &roundTrips{byName: map[string]int{}} }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.mu.Lock()
+		r.single++
+		r.byName[cmdName(cmd)]++
+		r.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.mu.Lock()
+		r.pipelines++
+		for _, c := range cmds {
+			r.byName["pipelined "+cmdName(c)]++
+		}
+		r.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+// cmdName names a command; scripts are told apart by their first key's
+// kind and their argument count.
+func cmdName(c redis.Cmder) string {
+	name := c.Name()
+	if name == "evalsha" || name == "eval" {
+		return fmt.Sprintf("%s/%d args", name, len(c.Args()))
+	}
+	return name
+}
+
+// snapshot returns the totals and resets them.
+func (r *roundTrips) snapshot() (total int, byName map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	total, byName = r.single+r.pipelines, r.byName
+	r.single, r.pipelines, r.byName = 0, 0, map[string]int{}
+	return total, byName
+}
+
+// loadFarm starts nodes engines of workers each, each with its own client
+// counting its round trips in rt (nil: none).
+func loadFarm(tb testing.TB, addr string, nodes, workers int, rt *roundTrips) ([]*Engine, *fakeSessions) {
 	sessions := newFakeSessions(testSession)
 	cat := NewMemoryCatalog()
 	for _, id := range []string{"a1", "a2", "a3", "a4", "a5"} {
@@ -219,6 +275,9 @@ func loadFarm(tb testing.TB, addr string, nodes, workers int) ([]*Engine, *fakeS
 	var engines []*Engine
 	for i := range nodes {
 		rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 4*workers + 16})
+		if rt != nil {
+			rdb.AddHook(rt)
+		}
 		cfg := DefaultConfig(fmt.Sprintf("node-%d", i))
 		cfg.Workers = workers
 		cfg.BlockTimeout = 200 * time.Millisecond
@@ -256,7 +315,7 @@ func TestConcurrentPlans(t *testing.T) {
 		n = 250
 	}
 	backends(t, func(t *testing.T, b backend) {
-		nodes, sessions := loadFarm(t, backendAddr(b), 2, 8)
+		nodes, sessions := loadFarm(t, backendAddr(b), 2, 8, nil)
 		rep := runLoad(t, nodes, sessions, n, 2*time.Minute)
 		for _, p := range rep.problems {
 			t.Error(p)
@@ -287,13 +346,20 @@ func BenchmarkConcurrentPlans(b *testing.B) {
 				m := miniredisFor(b)
 				addr = m
 			}
-			nodes, sessions := loadFarm(b, addr, 2, 8)
+			rt := newRoundTrips()
+			nodes, sessions := loadFarm(b, addr, 2, 8, rt)
 			var all, run []time.Duration
-			var steps int
+			var steps, trips int
 			var wall time.Duration
 			b.ResetTimer()
 			for range b.N {
+				rt.snapshot()
 				rep := runLoad(b, nodes, sessions, 1000, 5*time.Minute)
+				n, byName := rt.snapshot()
+				trips += n
+				if testing.Verbose() {
+					b.Logf("%d round trips for %d steps: %v", n, rep.steps, byName)
+				}
 				for _, p := range rep.problems {
 					b.Error(p)
 				}
@@ -307,6 +373,7 @@ func BenchmarkConcurrentPlans(b *testing.B) {
 			b.ReportMetric(float64(pct(all, 0.5).Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(pct(all, 0.99).Microseconds())/1000, "p99-ms")
 			b.ReportMetric(float64(pct(run, 0.99).Microseconds())/1000, "run-p99-ms")
+			b.ReportMetric(float64(trips)/float64(steps), "round-trips/step")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -314,4 +381,120 @@ func BenchmarkConcurrentPlans(b *testing.B) {
 
 func miniredisFor(b *testing.B) string {
 	return miniredis.RunT(b).Addr()
+}
+
+// BenchmarkQueueWait measures queue wait at a fixed rate: 2,000 single-step
+// plans per second (scripted agent, no delay) executed for 3 s on two nodes
+// of 8 workers. The plans are created first; the wait of each runs from the
+// moment ExecutePlan is called (its job is enqueued within that call) to its
+// step's start progress, sent by the worker that took the job once it owns
+// the step. Reported: the rate achieved and the wait's p50, p99 and max.
+//
+//	go test -run '^$' -bench BenchmarkQueueWait -benchtime 1x ./orchestration/
+func BenchmarkQueueWait(b *testing.B) {
+	const rate, seconds = 2000, 3
+	addr := testredis.Start(b).Addr()
+	nodes, sessions := loadFarm(b, addr, 2, 8, nil)
+	var waits []time.Duration
+	var achieved float64
+	for range b.N {
+		w, r := queueWait(b, nodes, sessions, rate, rate*seconds)
+		waits = append(waits, w...)
+		achieved = r
+	}
+	b.ReportMetric(achieved, "plans/s")
+	b.ReportMetric(float64(pct(waits, 0.5).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(pct(waits, 0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(pct(waits, 1).Microseconds())/1000, "max-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// queueWait creates n single-step plans, executes them at rate per second
+// and returns each one's wait from ExecutePlan to its start progress, and
+// the execution rate achieved.
+func queueWait(tb testing.TB, nodes []*Engine, sessions *fakeSessions, rate, n int) ([]time.Duration, float64) {
+	ctx := context.Background()
+	plans := make([]string, n)
+	for i := range plans {
+		p, err := nodes[i%len(nodes)].CreatePlan(ctx, testCaller,
+			contract.NewCreatePlanRequest(testSession, fmt.Sprintf("goal %d", i), contract.StrategySequential, []string{"a1"}))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(p.Steps) != 1 {
+			tb.Fatalf("plan has %d steps, want 1", len(p.Steps))
+		}
+		plans[i] = p.ID
+	}
+	var mu sync.Mutex
+	submitted := make(map[string]time.Time, n)
+	started := make(map[string]time.Time, n)
+	done := make(chan struct{})
+	completed := 0
+	sessions.mu.Lock()
+	sessions.noJSON = true
+	sessions.events = nil
+	sessions.onEmit = func(ev event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch x := ev.Payload.(type) {
+		case contract.OrchestrationProgress:
+			if _, ok := started[x.PlanID]; !ok && x.PercentComplete < 100 {
+				started[x.PlanID] = ev.At
+			}
+		case contract.OrchestrationResult:
+			if completed++; completed == n {
+				close(done)
+			}
+		}
+	}
+	sessions.mu.Unlock()
+
+	work := make(chan int, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range 32 {
+		wg.Go(func() {
+			for i := range work {
+				t := time.Now()
+				mu.Lock()
+				submitted[plans[i]] = t
+				mu.Unlock()
+				if err := nodes[i%len(nodes)].ExecutePlan(ctx, testCaller, plans[i]); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	begin := time.Now()
+	interval := time.Second / time.Duration(rate)
+	for i := range n {
+		if d := time.Until(begin.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d) // pacing the submissions, not waiting for a result
+		}
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	elapsed := time.Since(begin)
+	close(errs)
+	for err := range errs {
+		tb.Fatalf("execute: %v", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		tb.Fatalf("plans did not complete within a minute")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	waits := make([]time.Duration, 0, n)
+	for id, t := range submitted {
+		s, ok := started[id]
+		if !ok {
+			tb.Fatalf("plan %s completed without a start progress", id)
+		}
+		waits = append(waits, s.Sub(t))
+	}
+	return waits, float64(n) / elapsed.Seconds()
 }

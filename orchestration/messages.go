@@ -239,7 +239,7 @@ func (e *Engine) enqueueMessage(ctx context.Context, j messageJob, enqueue bool)
 	if enqueue {
 		flag = "1"
 	}
-	conv, err := e.msc.enqueue.Run(ctx, e.rdb, []string{e.keys.msg(j.ID), e.keys.conv(j.SessionID), e.keys.jobs},
+	conv, err := e.msc.enqueue.Run(ctx, e.rdb, []string{e.keys.msg(e.keys.partOf(j.SessionID), j.ID), e.keys.conv(j.SessionID), e.keys.part(j.SessionID).jobs},
 		j.ID, reqJSON, entry, e.cfg.ConversationMessages, e.cfg.ConversationBytes,
 		e.cfg.ConversationTTL.Milliseconds(), e.openRecordTTL().Milliseconds(), e.nowMs(), flag).Text()
 	if err != nil {
@@ -290,22 +290,24 @@ func decodeConversation(raw string, j messageJob) []contract.AgentMessage {
 
 // msgDelivery is one delivery of an agent message job.
 type msgDelivery struct {
+	part     int    // the partition of the message's session
 	streamID string // the job stream entry
 	id       string // the message id
 	owner    string // this delivery's ownership token
 }
 
 // handleMessage processes one delivery of an agent message job.
-func (e *Engine) handleMessage(m redis.XMessage) {
+func (e *Engine) handleMessage(del delivery) {
+	m := del.m
 	id, _ := m.Values["msg"].(string)
-	d := msgDelivery{streamID: m.ID, id: id, owner: e.cfg.NodeID + "/" + uuid.NewString()}
+	d := msgDelivery{part: del.part, streamID: m.ID, id: id, owner: e.cfg.NodeID + "/" + uuid.NewString()}
 	if id == "" {
 		e.log.Error("dropping malformed agent message job", "id", m.ID, "values", m.Values)
-		e.ackStream(m.ID)
+		e.ackStream(d)
 		return
 	}
 	ctx, cancel := e.op()
-	res, err := e.msc.start.Run(ctx, e.rdb, []string{e.keys.msg(id)}, d.owner, e.nowMs(), e.cfg.MaxAttempts,
+	res, err := e.msc.start.Run(ctx, e.rdb, []string{e.keys.msg(d.part, id)}, d.owner, e.nowMs(), e.cfg.MaxAttempts,
 		e.openRecordTTL().Milliseconds()).StringSlice()
 	cancel()
 	if err != nil {
@@ -322,7 +324,7 @@ func (e *Engine) handleMessage(m redis.XMessage) {
 		e.exhaustedMessage(d, res)
 	default: // gone, dup: nothing left to do for this delivery
 		e.stats.dups.Add(1)
-		e.ackStream(d.streamID)
+		e.ackStream(d)
 	}
 }
 
@@ -330,14 +332,14 @@ func (e *Engine) handleMessage(m redis.XMessage) {
 func (e *Engine) serveMessage(d msgDelivery, res []string) {
 	if len(res) < 4 {
 		e.log.Error("bad agent message start", "message", d.id, "result", res)
-		e.ackStream(d.streamID)
+		e.ackStream(d)
 		return
 	}
 	attempt, _ := strconv.Atoi(res[1])
 	var j messageJob
 	if err := json.Unmarshal([]byte(res[2]), &j); err != nil || j.ID == "" {
 		e.log.Error("bad agent message job", "message", d.id, "err", err)
-		e.ackStream(d.streamID)
+		e.ackStream(d)
 		return
 	}
 	e.stats.started.Add(1)
@@ -352,7 +354,7 @@ func (e *Engine) serveMessage(d msgDelivery, res []string) {
 	agentCtx, cancelAgent := context.WithCancel(e.runCtx)
 	defer cancelAgent()
 	check := func(ctx context.Context, claim, post string) (string, error) {
-		return e.msc.keepalive.Run(ctx, e.rdb, []string{e.keys.msg(d.id), e.keys.jobs},
+		return e.msc.keepalive.Run(ctx, e.rdb, []string{e.keys.msg(d.part, d.id), e.keys.parts[d.part].jobs},
 			d.owner, groupName, e.cfg.NodeID, d.streamID, claim, post).Text()
 	}
 	ka := e.watch(check, cancelAgent, "message", d.id)
@@ -383,7 +385,7 @@ func (e *Engine) serveMessage(d msgDelivery, res []string) {
 		return
 	case "stop", "gone":
 		endRunning()
-		e.ackStream(d.streamID)
+		e.ackStream(d)
 		return
 	}
 	if e.runCtx.Err() != nil && (runErr != nil || timedOut) { // forced shutdown cut the answer short
@@ -453,7 +455,7 @@ func (e *Engine) finishMessage(d msgDelivery, t *turn, o messageOutcome, dead bo
 		deadFlag = "1"
 	}
 	ctx, cancel := e.op()
-	res, err := e.msc.record.Run(ctx, e.rdb, []string{e.keys.msg(d.id), e.keys.dead, e.keys.conv(t.job.SessionID)},
+	res, err := e.msc.record.Run(ctx, e.rdb, []string{e.keys.msg(d.part, d.id), e.keys.parts[d.part].dead, e.keys.conv(t.job.SessionID)},
 		d.owner, okFlag, e.nowMs(), e.cfg.MessageRetention.Milliseconds(), deadFlag, o.Error, d.id, t.attempt,
 		entry, e.cfg.ConversationMessages, e.cfg.ConversationTTL.Milliseconds(), outcomeJSON).Text()
 	cancel()
@@ -471,7 +473,7 @@ func (e *Engine) finishMessage(d msgDelivery, t *turn, o messageOutcome, dead bo
 		return
 	default: // gone, dup
 		e.stats.dups.Add(1)
-		e.ackStream(d.streamID)
+		e.ackStream(d)
 		return
 	}
 	switch {
@@ -508,7 +510,7 @@ func (e *Engine) notifyMessage(d msgDelivery) {
 	}
 	ctx, cancel := e.op()
 	defer cancel()
-	if err := e.msc.notify.Run(ctx, e.rdb, []string{e.keys.msg(d.id), e.keys.jobs}, d.streamID, groupName).Err(); err != nil {
+	if err := e.msc.notify.Run(ctx, e.rdb, []string{e.keys.msg(d.part, d.id), e.keys.parts[d.part].jobs}, d.streamID, groupName).Err(); err != nil {
 		e.log.Warn("acknowledge agent message", "message", d.id, "err", err)
 	}
 }
@@ -519,7 +521,7 @@ func (e *Engine) notifyMessage(d msgDelivery) {
 func (e *Engine) renotifyMessage(d msgDelivery) {
 	ctx, cancel := e.op()
 	defer cancel()
-	v, err := e.rdb.HMGet(ctx, e.keys.msg(d.id), "req", "outcome", "attempts").Result()
+	v, err := e.rdb.HMGet(ctx, e.keys.msg(d.part, d.id), "req", "outcome", "attempts").Result()
 	if err != nil {
 		e.log.Warn("load agent message", "message", d.id, "err", err)
 		return
@@ -529,7 +531,7 @@ func (e *Engine) renotifyMessage(d msgDelivery) {
 	var j messageJob
 	var o messageOutcome
 	if json.Unmarshal([]byte(reqJSON), &j) != nil || json.Unmarshal([]byte(outJSON), &o) != nil {
-		e.ackStream(d.streamID)
+		e.ackStream(d)
 		return
 	}
 	_, info, _ := e.agents.Lookup(j.AgentID)
@@ -543,7 +545,7 @@ func (e *Engine) renotifyMessage(d msgDelivery) {
 // workers kept dying): the job is dead-lettered.
 func (e *Engine) exhaustedMessage(d msgDelivery, res []string) {
 	ctx, cancel := e.op()
-	reqJSON, err := e.rdb.HGet(ctx, e.keys.msg(d.id), "req").Result()
+	reqJSON, err := e.rdb.HGet(ctx, e.keys.msg(d.part, d.id), "req").Result()
 	cancel()
 	var j messageJob
 	if err != nil || json.Unmarshal([]byte(reqJSON), &j) != nil {
@@ -569,7 +571,7 @@ func (e *Engine) retryMessage(d msgDelivery, attempt int, errText string) {
 	defer cancel()
 	due := e.cfg.Now().Add(e.cfg.backoff(attempt)).UnixMilli()
 	member := fmt.Sprintf("msg|%s|%d", d.id, attempt+1)
-	res, err := e.msc.retry.Run(ctx, e.rdb, []string{e.keys.msg(d.id), e.keys.jobs, e.keys.delayed},
+	res, err := e.msc.retry.Run(ctx, e.rdb, []string{e.keys.msg(d.part, d.id), e.keys.parts[d.part].jobs, e.keys.parts[d.part].delayed},
 		d.owner, d.streamID, groupName, due, member, errText).Text()
 	if err != nil {
 		e.log.Warn("schedule agent message retry", "message", d.id, "err", err)
@@ -586,7 +588,7 @@ func (e *Engine) retryMessage(d msgDelivery, attempt int, errText string) {
 func (e *Engine) releaseMessage(d msgDelivery, attempt int) {
 	ctx, cancel := e.op()
 	defer cancel()
-	res, err := e.msc.release.Run(ctx, e.rdb, []string{e.keys.msg(d.id), e.keys.jobs},
+	res, err := e.msc.release.Run(ctx, e.rdb, []string{e.keys.msg(d.part, d.id), e.keys.parts[d.part].jobs},
 		d.owner, d.streamID, groupName, d.id, attempt).Text()
 	if err != nil {
 		e.log.Warn("release agent message", "message", d.id, "err", err)
@@ -599,7 +601,7 @@ func (e *Engine) releaseMessage(d msgDelivery, attempt int) {
 	}
 }
 
-// ackStream acknowledges and deletes a job stream entry.
-func (e *Engine) ackStream(streamID string) {
-	e.ack(job{msgID: streamID})
+// ackStream acknowledges and deletes a message job's stream entry.
+func (e *Engine) ackStream(d msgDelivery) {
+	e.ack(job{part: d.part, msgID: d.streamID})
 }

@@ -296,7 +296,7 @@ func TestAgentMessageRetries(t *testing.T) {
 		if !ok || er.Code != contract.CodeProcessingError || !strings.Contains(er.Error, "after 3 attempts") {
 			t.Fatalf("dead-lettered outcome %s %s", ev.Target, ev.JSON)
 		}
-		dead, err := v.rdb.XRange(context.Background(), e.keys.dead, "-", "+").Result()
+		dead, err := v.rdb.XRange(context.Background(), e.keys.part(testSession).dead, "-", "+").Result()
 		if err != nil || len(dead) != 1 || dead[0].Values["kind"] != JobKindAgentMessage || dead[0].Values["msg"] != id {
 			t.Fatalf("dead letters %+v %v", dead, err)
 		}
@@ -318,8 +318,8 @@ func TestAgentMessageRetries(t *testing.T) {
 		}
 		// The job is acknowledged right after its callbacks.
 		waitFor(t, 5*time.Second, "no pending job", func() bool {
-			p, err := v.rdb.XPending(context.Background(), e.keys.jobs, groupName).Result()
-			return err == nil && p.Count == 0
+			b, err := e.Backlog(context.Background())
+			return err == nil && b.Pending == 0
 		})
 	})
 }
@@ -398,8 +398,8 @@ func TestAgentMessageValidation(t *testing.T) {
 		if n := len(v.sessions.sessionEvents(testSession, "")); n != 0 {
 			t.Errorf("%d events for refused requests", n)
 		}
-		if n, _ := v.rdb.XLen(context.Background(), e.keys.jobs).Result(); n != 0 {
-			t.Errorf("%d jobs for refused requests", n)
+		if b, _ := e.Backlog(context.Background()); b.Queued+b.Pending != 0 {
+			t.Errorf("%d jobs for refused requests", b.Queued+b.Pending)
 		}
 		// Without a Router agent messages are unavailable.
 		plain, _ := New(testConfig("plain", 0), v.rdb, v.sessions, v.catalog, nil)

@@ -112,12 +112,17 @@ func (e *Engine) observeJobs(kind, event string, n int) {
 }
 
 // observeStart reports a job start and its queue wait, read from the id of
-// its stream entry (the enqueue time in milliseconds, set by XADD '*').
+// its stream entry (the enqueue time in milliseconds, set by XADD '*'); an
+// empty msgID is a step a delivery went on with at once: no wait.
 func (e *Engine) observeStart(kind, msgID string) {
 	if e.cfg.Observer == nil {
 		return
 	}
 	e.cfg.Observer.JobEvent(kind, JobStarted, 1)
+	if msgID == "" {
+		e.cfg.Observer.JobQueueWait(kind, 0)
+		return
+	}
 	ms, _, ok := strings.Cut(msgID, "-")
 	if !ok {
 		return
@@ -209,16 +214,19 @@ type Backlog struct {
 	DeadLetters int64
 }
 
-// Backlog reads the job stream's backlog from Redis (four commands in one
-// round trip); it is meant for metrics, at scrape time.
+// Backlog reads the job streams' backlog from Redis (four commands per
+// partition in one pipeline); it is meant for metrics, at scrape time.
 func (e *Engine) Backlog(ctx context.Context) (Backlog, error) {
-	var length, delayed, dead *redis.IntCmd
-	var pending *redis.XPendingCmd
+	type reads struct {
+		length, delayed, dead *redis.IntCmd
+		pending               *redis.XPendingCmd
+	}
+	rs := make([]reads, len(e.keys.parts))
 	_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		length = p.XLen(ctx, e.keys.jobs)
-		pending = p.XPending(ctx, e.keys.jobs, groupName)
-		delayed = p.ZCard(ctx, e.keys.delayed)
-		dead = p.XLen(ctx, e.keys.dead)
+		for i, pk := range e.keys.parts {
+			rs[i] = reads{length: p.XLen(ctx, pk.jobs), pending: p.XPending(ctx, pk.jobs, groupName),
+				delayed: p.ZCard(ctx, pk.delayed), dead: p.XLen(ctx, pk.dead)}
+		}
 		return nil
 	})
 	// A missing stream or group (no job yet) is an empty backlog.
@@ -226,11 +234,15 @@ func (e *Engine) Backlog(ctx context.Context) (Backlog, error) {
 		return Backlog{}, fmt.Errorf("orchestration: backlog: %w", err)
 	}
 	var b Backlog
-	if pv := pending.Val(); pv != nil {
-		b.Pending = pv.Count
+	for _, r := range rs {
+		var pending int64
+		if pv := r.pending.Val(); pv != nil {
+			pending = pv.Count
+		}
+		b.Pending += pending
+		b.Queued += max(r.length.Val()-pending, 0)
+		b.Delayed += r.delayed.Val()
+		b.DeadLetters += r.dead.Val()
 	}
-	b.Queued = max(length.Val()-b.Pending, 0)
-	b.Delayed = delayed.Val()
-	b.DeadLetters = dead.Val()
 	return b, nil
 }

@@ -39,8 +39,8 @@ func assertOnce(t *testing.T, v *env, e *Engine, plan contract.OrchestrationPlan
 	if n := len(v.sessions.sessionEvents(testSession, contract.TargetOrchestrationCompleted)); n != 1 {
 		t.Errorf("%d OrchestrationCompleted", n)
 	}
-	p, err := v.rdb.XPending(context.Background(), e.keys.jobs, groupName).Result()
-	if err != nil || p.Count != 0 {
+	p, err := e.Backlog(context.Background())
+	if err != nil || p.Pending != 0 {
 		t.Errorf("pending jobs left: %+v %v", p, err)
 	}
 }

@@ -28,15 +28,17 @@ func (e *Engine) scheduleLoop() {
 		if e.crashed.Load() {
 			continue
 		}
-		e.promoteRetries()
-		e.expirePlans()
+		for p := range e.keys.parts {
+			e.promoteRetries(p)
+			e.expirePlans(p)
+		}
 	}
 }
 
-func (e *Engine) promoteRetries() {
+func (e *Engine) promoteRetries(p int) {
 	ctx, cancel := e.op()
 	defer cancel()
-	n, err := e.sc.promote.Run(ctx, e.rdb, []string{e.keys.delayed, e.keys.jobs}, e.nowMs(), schedulerBatch).Int64Slice()
+	n, err := e.sc.promote.Run(ctx, e.rdb, []string{e.keys.parts[p].delayed, e.keys.parts[p].jobs}, e.nowMs(), schedulerBatch).Int64Slice()
 	if err != nil {
 		e.log.Warn("promote retries", "err", err)
 		return
@@ -47,9 +49,9 @@ func (e *Engine) promoteRetries() {
 	}
 }
 
-func (e *Engine) expirePlans() {
+func (e *Engine) expirePlans(p int) {
 	ctx, cancel := e.op()
-	ids, err := e.rdb.ZRangeByScore(ctx, e.keys.deadlines, &redis.ZRangeBy{
+	ids, err := e.rdb.ZRangeByScore(ctx, e.keys.parts[p].deadlines, &redis.ZRangeBy{
 		Min: "-inf", Max: strconv.FormatInt(e.nowMs(), 10), Count: schedulerBatch}).Result()
 	cancel()
 	if err != nil {
@@ -70,7 +72,7 @@ func (e *Engine) expirePlan(id string) {
 	defer cancel()
 	info, err := e.planInfo(ctx, id)
 	if CodeOf(err) == contract.CodePlanNotFound {
-		e.rdb.ZRem(ctx, e.keys.deadlines, id) // expired or deleted: drop its deadline
+		e.rdb.ZRem(ctx, e.keys.part(id).deadlines, id) // expired or deleted: drop its deadline
 		return
 	}
 	if err != nil {
@@ -87,6 +89,6 @@ func (e *Engine) expirePlan(id string) {
 	case "ok":
 		e.log.Info("plan timed out", "plan", id, "timeout", info.timeout)
 	case "gone", "terminal":
-		e.rdb.ZRem(ctx, e.keys.deadlines, id)
+		e.rdb.ZRem(ctx, e.keys.part(id).deadlines, id)
 	}
 }

@@ -34,6 +34,43 @@ local function completion(plan)
   end
   return 'ok'
 end
+-- startstep: a delivery of step k's job takes the step: counts the
+-- attempt, takes ownership and returns what the step needs (see
+-- parseRun), or why not. A step whose callbacks were sent and whose
+-- delivery went on with a step it released (s:<k>:cont) hands the
+-- delivery on to that step: the job entry carries the whole chain.
+local function startstep(plan, k, owner, now, maxAttempts)
+  local v
+  for _ = 1, 200 do
+    local p = 's:' .. k .. ':'
+    v = redis.call('HMGET', plan, 'status', p .. 'state', p .. 'by', p .. 'notified', p .. 'cont')
+    if not v[1] or not v[2] then return {'gone'} end
+    if not isterm(v[2]) then break end
+    if v[3] == 'w' and not v[4] then return {'renotify', k} end
+    if not v[5] then return {'dup'} end
+    k = v[5]
+  end
+  if isterm(v[2]) then return {'dup'} end
+  if v[1] ~= 'running' then return {'stale'} end
+  local p = 's:' .. k .. ':'
+  local attempts = redis.call('HINCRBY', plan, p .. 'attempts', 1)
+  redis.call('HSET', plan, p .. 'state', 'running', p .. 'owner', owner)
+  if attempts > tonumber(maxAttempts) then return {'exhausted', tostring(attempts - 1), redis.call('HGET', plan, p .. 'err') or '', k} end
+  local first = redis.call('HSETNX', plan, p .. 'startedAt', now)
+  local f = redis.call('HMGET', plan, p .. 'def', p .. 'deps', p .. 'startedAt', 'started', 'terminal', 'total', 'session', 'xconn', 'xuser', 'strategy', 'goal', 'agents', 'maxSteps')
+  -- The whole plan is only needed by Adaptive's analysis step (to replace the template).
+  local whole = ''
+  if f[10] == '2' and k == '1' then whole = redis.call('HGET', plan, 'plan') or '' end
+  local out = {'run', k, tostring(attempts), tostring(first), f[1] or '', f[3] or '', f[4] or '0', f[5] or '0', f[6] or '0',
+    f[7] or '', f[8] or '', f[9] or '', f[10] or '0', f[11] or '', f[12] or '[]', f[13] or '0', whole}
+  if f[2] and f[2] ~= '' then
+    for d in string.gmatch(f[2], '[^,]+') do
+      out[#out + 1] = d
+      out[#out + 1] = redis.call('HGET', plan, 's:' .. d .. ':out') or ''
+    end
+  end
+  return out
+end
 `
 
 // scripts holds the engine's Lua scripts. Every change of plan state is one
@@ -66,36 +103,9 @@ for j = 1, total do
 end
 return {'ok', tostring(queued)}`),
 
-		// start: a delivery wants to run a step. Counts the attempt, takes
-		// ownership and returns what the step needs.
+		// start: a delivery wants to run a step (see startstep).
 		// KEYS plan. ARGV step, owner, now, maxAttempts.
-		start: s(`
-local k = ARGV[1]
-local p = 's:' .. k .. ':'
-local v = redis.call('HMGET', KEYS[1], 'status', p .. 'state', p .. 'by', p .. 'notified')
-if not v[1] or not v[2] then return {'gone'} end
-if isterm(v[2]) then
-  if v[3] == 'w' and not v[4] then return {'renotify'} end
-  return {'dup'}
-end
-if v[1] ~= 'running' then return {'stale'} end
-local attempts = redis.call('HINCRBY', KEYS[1], p .. 'attempts', 1)
-redis.call('HSET', KEYS[1], p .. 'state', 'running', p .. 'owner', ARGV[2])
-if attempts > tonumber(ARGV[4]) then return {'exhausted', tostring(attempts - 1), redis.call('HGET', KEYS[1], p .. 'err') or ''} end
-local first = redis.call('HSETNX', KEYS[1], p .. 'startedAt', ARGV[3])
-local f = redis.call('HMGET', KEYS[1], p .. 'def', p .. 'deps', p .. 'startedAt', 'started', 'terminal', 'total', 'session', 'xconn', 'xuser', 'strategy', 'goal', 'agents', 'maxSteps')
--- The whole plan is only needed by Adaptive's analysis step (to replace the template).
-local plan = ''
-if f[10] == '2' and k == '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
-local out = {'run', tostring(attempts), tostring(first), f[1] or '', f[3] or '', f[4] or '0', f[5] or '0', f[6] or '0',
-  f[7] or '', f[8] or '', f[9] or '', f[10] or '0', f[11] or '', f[12] or '[]', f[13] or '0', plan}
-if f[2] and f[2] ~= '' then
-  for d in string.gmatch(f[2], '[^,]+') do
-    out[#out + 1] = d
-    out[#out + 1] = redis.call('HGET', KEYS[1], 's:' .. d .. ':out') or ''
-  end
-end
-return out`),
+		start: s(`return startstep(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])`),
 
 		// record: the owner of a running step records its outcome, at most
 		// once. It applies an Adaptive replacement, dead-letters, releases
@@ -196,32 +206,65 @@ redis.call('HSET', KEYS[1], p .. 'release', table.concat(release, ','))
 return {'recorded', tostring(terminal), tostring(total), status}`),
 
 		// notify: the step's callbacks were sent; enqueue the steps it
-		// released, acknowledge its job and say whether the plan's
-		// completion is now due (and claim sending it), and how many jobs
-		// it enqueued.
-		// KEYS plan, jobs. ARGV step, msgID ('' = none), group, planID.
+		// released and acknowledge its job. Given an owner, the delivery
+		// goes on with the first released step instead of enqueueing it:
+		// its job entry stays pending (the step is chained to it,
+		// s:<k>:cont) and the step is started as by the start script.
+		// Returns {'ok', queued, start result...} when it went on, else
+		// {completion, queued} where completion says whether the plan's
+		// completion is now due (and claims sending it): {'complete',
+		// queued, plan hash field/value pairs...}.
+		// KEYS plan, jobs. ARGV step, msgID ('' = none), group, planID,
+		// owner ('' = do not go on), now, maxAttempts, consumer.
 		notify: s(`
 local k = ARGV[1]
 local p = 's:' .. k .. ':'
-if ARGV[2] ~= '' then
-  redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
-  redis.call('XDEL', KEYS[2], ARGV[2])
+local function ack()
+  if ARGV[2] ~= '' then
+    redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
+    redis.call('XDEL', KEYS[2], ARGV[2])
+  end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone', '0'} end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  ack()
+  return {'gone', '0'}
+end
 local queued = 0
+local cont = nil
 if redis.call('HSETNX', KEYS[1], p .. 'notified', '1') == 1 then
   redis.call('HINCRBY', KEYS[1], 'notified', 1)
   local rel = redis.call('HGET', KEYS[1], p .. 'release')
   if rel and redis.call('HGET', KEYS[1], 'status') == 'running' then
     for d in string.gmatch(rel, '[^,]+') do
       if redis.call('HGET', KEYS[1], 's:' .. d .. ':state') == 'queued' then
-        redis.call('XADD', KEYS[2], '*', 'plan', ARGV[4], 'step', d, 'attempt', '1')
-        queued = queued + 1
+        if not cont and ARGV[5] ~= '' and ARGV[2] ~= '' then
+          cont = d
+        else
+          redis.call('XADD', KEYS[2], '*', 'plan', ARGV[4], 'step', d, 'attempt', '1')
+          queued = queued + 1
+        end
       end
     end
   end
 end
-return {completion(KEYS[1]), tostring(queued)}`),
+if cont then
+  redis.call('HSET', KEYS[1], p .. 'cont', cont)
+  -- A fresh claim, as a new delivery would have.
+  redis.call('XCLAIM', KEYS[2], ARGV[3], ARGV[8], 0, ARGV[2], 'JUSTID')
+  local out = startstep(KEYS[1], cont, ARGV[5], ARGV[6], ARGV[7])
+  table.insert(out, 1, tostring(queued))
+  table.insert(out, 1, 'ok')
+  return out
+end
+ack()
+local c = completion(KEYS[1])
+if c == 'complete' then
+  local h = redis.call('HGETALL', KEYS[1])
+  table.insert(h, 1, tostring(queued))
+  table.insert(h, 1, c)
+  return h
+end
+return {c, tostring(queued)}`),
 
 		// retry: park a failed step's next attempt in the delayed set and
 		// acknowledge the failed job.

@@ -17,14 +17,19 @@ import (
 // job is one entry of the job stream: run one step of one plan. (Agent
 // message jobs carry kind "agent-message" and go to handleMessage.)
 type job struct {
+	part    int // the partition whose stream holds the entry
 	msgID   string
 	planID  string
 	step    int
 	attempt int // as enqueued; the plan hash keeps the authoritative count
+	// chained: the delivery went on to this step from one it finished (see
+	// notify); the entry is the first step's, so its age is no queue wait.
+	chained bool
 }
 
-func parseJob(m redis.XMessage) (job, error) {
-	j := job{msgID: m.ID}
+func parseJob(d delivery) (job, error) {
+	m := d.m
+	j := job{part: d.part, msgID: m.ID}
 	j.planID, _ = m.Values["plan"].(string)
 	s, _ := m.Values["step"].(string)
 	a, _ := m.Values["attempt"].(string)
@@ -36,61 +41,124 @@ func parseJob(m redis.XMessage) (job, error) {
 	return j, nil
 }
 
-// workerLoop takes jobs (reclaimed ones first) until Shutdown.
-func (e *Engine) workerLoop(int) {
-	for e.takeCtx.Err() == nil {
+// delivery is one job stream entry handed to a worker, with the partition
+// it was read from.
+type delivery struct {
+	part int
+	m    redis.XMessage
+}
+
+// readBatch bounds the entries one read takes.
+const readBatch = 64
+
+// workerLoop starts the jobs the readers and the reclaimer hand over until
+// they have all stopped.
+func (e *Engine) workerLoop() {
+	for d := range e.work {
+		e.handle(d)
+		<-e.slots
+	}
+}
+
+// takeSlots takes one worker slot, waiting for it (false: the engine is
+// stopping), then up to max-1 more that are free now; it returns how many
+// it took.
+func (e *Engine) takeSlots(max int) (int, bool) {
+	if e.takeCtx.Err() != nil { // a select would pick a free slot half the time
+		return 0, false
+	}
+	select {
+	case e.slots <- struct{}{}:
+	case <-e.takeCtx.Done():
+		return 0, false
+	}
+	n := 1
+	for n < max {
 		select {
-		case m := <-e.reclaimed:
-			e.handle(m)
-			continue
+		case e.slots <- struct{}{}:
+			n++
 		default:
+			return n, true
+		}
+	}
+	return n, true
+}
+
+// giveSlots returns n unused slots.
+func (e *Engine) giveSlots(n int) {
+	for range n {
+		<-e.slots
+	}
+}
+
+// readLoop reads partition p's job stream for this node's workers until
+// Shutdown. It reads as many entries as workers are free, in one
+// XREADGROUP: without waiting while the stream has entries, and blocking
+// (for one entry, holding one slot, so the other partitions' readers and
+// the reclaimer keep the rest) once it is empty.
+func (e *Engine) readLoop(p int) {
+	stream := e.keys.parts[p].jobs
+	block := false
+	for {
+		max := readBatch
+		if block {
+			max = 1
+		}
+		n, ok := e.takeSlots(max)
+		if !ok {
+			return
+		}
+		args := &redis.XReadGroupArgs{Group: groupName, Consumer: e.cfg.NodeID,
+			Streams: []string{stream, ">"}, Count: int64(n), Block: -1}
+		if block {
+			args.Block = e.cfg.BlockTimeout
 		}
 		ctx, cancel := context.WithTimeout(e.base, e.cfg.BlockTimeout+e.cfg.OpTimeout)
-		streams, err := e.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: groupName, Consumer: e.cfg.NodeID, Streams: []string{e.keys.jobs, ">"},
-			Count: 1, Block: e.cfg.BlockTimeout,
-		}).Result()
+		streams, err := e.rdb.XReadGroup(ctx, args).Result()
 		cancel()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			if e.takeCtx.Err() != nil {
-				return
+		got := 0
+		if err == nil && !e.crashed.Load() {
+			for _, s := range streams {
+				for _, m := range s.Messages {
+					e.work <- delivery{part: p, m: m} // never blocks: every entry holds a slot
+					got++
+				}
 			}
-			e.log.Warn("read job stream", "err", err)
+		}
+		e.giveSlots(n - got)
+		block = got == 0
+		switch {
+		case err == nil, errors.Is(err, redis.Nil):
+		case e.takeCtx.Err() != nil:
+			return
+		default:
+			e.log.Warn("read job stream", "stream", stream, "err", err)
 			if strings.Contains(err.Error(), "NOGROUP") {
-				if err := e.ensureGroup(e.base); err != nil {
+				if err := e.ensureGroup(e.base, p); err != nil {
 					e.log.Warn("recreate consumer group", "err", err)
 				}
 			}
 			sleep(e.takeCtx, 200*time.Millisecond)
-			continue
-		}
-		for _, s := range streams {
-			for _, m := range s.Messages {
-				e.handle(m)
-			}
 		}
 	}
 }
 
 // handle processes one delivery.
-func (e *Engine) handle(m redis.XMessage) {
+func (e *Engine) handle(d delivery) {
 	if e.crashed.Load() {
 		return
 	}
-	if jobKindOf(m.Values) == JobKindAgentMessage {
-		e.handleMessage(m)
+	if jobKindOf(d.m.Values) == JobKindAgentMessage {
+		e.handleMessage(d)
 		return
 	}
-	j, err := parseJob(m)
+	j, err := parseJob(d)
 	if err != nil {
 		e.log.Error("dropping job", "err", err)
 		e.ack(j)
 		return
 	}
-	owner := e.cfg.NodeID + "/" + uuid.NewString()
+	owner := e.newOwner()
 	ctx, cancel := e.op()
 	res, err := e.sc.start.Run(ctx, e.rdb, []string{e.keys.plan(j.planID)},
 		j.step, owner, e.nowMs(), e.cfg.MaxAttempts).StringSlice()
@@ -100,18 +168,45 @@ func (e *Engine) handle(m redis.XMessage) {
 		e.log.Warn("start step", "plan", j.planID, "step", j.step, "err", err)
 		return
 	}
+	for next := (&startResult{j: j, owner: owner, res: res}); next != nil && !e.crashed.Load(); {
+		next = e.follow(*next)
+	}
+}
+
+// startResult is what the start of a step answered (the start script, or
+// a notify that went on with a released step) for a delivery.
+type startResult struct {
+	j     job
+	owner string // this delivery's ownership token
+	res   []string
+}
+
+// follow does what a start answered; it returns the next step the same
+// delivery goes on with, if any.
+func (e *Engine) follow(s startResult) *startResult {
+	j, res := s.j, s.res
+	if len(res) == 0 {
+		return nil
+	}
 	switch res[0] {
 	case "run":
-		e.run(j, owner, res)
+		j.step = atoi(res, 1) // the start followed the job's chain to this step
+		return e.run(j, s.owner, res)
 	case "renotify":
-		e.renotify(j)
+		j.step = atoi(res, 1)
+		return e.renotify(j)
 	case "exhausted":
-		e.exhausted(j, owner, res)
+		j.step = atoi(res, 3)
+		return e.exhausted(j, s.owner, res)
 	default: // gone, dup, stale: nothing left to do for this delivery
 		e.stats.dups.Add(1)
 		e.ack(j)
+		return nil
 	}
 }
+
+// newOwner is a fresh ownership token for one delivery of a step.
+func (e *Engine) newOwner() string { return e.cfg.NodeID + "/" + uuid.NewString() }
 
 // ack acknowledges and deletes a job's stream entry.
 func (e *Engine) ack(j job) {
@@ -121,8 +216,8 @@ func (e *Engine) ack(j job) {
 	ctx, cancel := e.op()
 	defer cancel()
 	_, err := e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.XAck(ctx, e.keys.jobs, groupName, j.msgID)
-		p.XDel(ctx, e.keys.jobs, j.msgID)
+		p.XAck(ctx, e.keys.parts[j.part].jobs, groupName, j.msgID)
+		p.XDel(ctx, e.keys.parts[j.part].jobs, j.msgID)
 		return nil
 	})
 	if err != nil {
@@ -147,13 +242,15 @@ type runInfo struct {
 	maxSteps      int
 	plan          *contract.OrchestrationPlan // only for Adaptive's analysis step
 	previous      map[string]string
+	startSent     <-chan struct{} // closed once the start progress was sent (nil: none to send)
 }
 
 func parseRun(res []string) (runInfo, error) {
-	const fixed = 16
+	const fixed = 17
 	if len(res) < fixed {
 		return runInfo{}, fmt.Errorf("start script returned %d values", len(res))
 	}
+	res = res[1:] // the step's order, read by follow
 	var r runInfo
 	r.attempts, _ = strconv.Atoi(res[1])
 	r.first = res[2] == "1"
@@ -179,8 +276,8 @@ func parseRun(res []string) (runInfo, error) {
 			return r, fmt.Errorf("decode plan: %w", err)
 		}
 	}
-	r.previous = make(map[string]string, (len(res)-fixed)/2)
-	for i := fixed; i+1 < len(res); i += 2 {
+	r.previous = make(map[string]string, (len(res)-fixed+1)/2)
+	for i := fixed - 1; i+1 < len(res); i += 2 {
 		r.previous[res[i]] = res[i+1]
 	}
 	return r, nil
@@ -197,20 +294,32 @@ type outcome struct {
 }
 
 // run runs one attempt of a step this delivery now owns.
-func (e *Engine) run(j job, owner string, res []string) {
+func (e *Engine) run(j job, owner string, res []string) *startResult {
 	r, err := parseRun(res)
 	if err != nil {
 		e.log.Error("bad step", "plan", j.planID, "step", j.step, "err", err)
-		e.record(j, owner, r, outcome{err: "Step could not be decoded"}, nil)
-		return
+		return e.record(j, owner, r, outcome{err: "Step could not be decoded"}, nil)
 	}
 	e.stats.started.Add(1)
-	e.observeStart(JobKindStep, j.msgID)
+	if j.chained {
+		e.observeStart(JobKindStep, "")
+	} else {
+		e.observeStart(JobKindStep, j.msgID)
+	}
 	if r.first {
-		ctx, cancel := e.op()
-		e.emit(ctx, r.session, r.caller, contract.TargetOrchestrationProgress,
-			e.progress(j.planID, r.def, r.total, percent(r.terminal, r.total), r.planStartedMs))
-		cancel()
+		// The start progress goes out while the agent runs (an Emit is a
+		// Redis round trip or more); the step's other callbacks wait for it,
+		// so they still follow it.
+		started := make(chan struct{})
+		prog := e.progress(j.planID, r.def, r.total, percent(r.terminal, r.total), r.planStartedMs)
+		go func() {
+			defer close(started)
+			ctx, cancel := e.op()
+			defer cancel()
+			e.emit(ctx, r.session, r.caller, contract.TargetOrchestrationProgress, prog)
+		}()
+		defer func() { <-started }() // a step that ends without callbacks still owns it
+		r.startSent = started
 	}
 
 	agentCtx, cancelAgent := context.WithCancel(e.runCtx)
@@ -232,19 +341,19 @@ func (e *Engine) run(j job, owner string, res []string) {
 	ka.afterRun()
 
 	if e.crashed.Load() {
-		return
+		return nil
 	}
 	switch ka.verdict() {
 	case "lost": // another delivery took the step over; it is theirs to finish
 		e.stats.dups.Add(1)
-		return
+		return nil
 	case "stop", "gone": // cancelled, timed out or finished meanwhile: already recorded
 		e.ack(j)
-		return
+		return nil
 	}
 	if e.runCtx.Err() != nil && (runErr != nil || timedOut) { // forced shutdown cut the step short
 		e.release(j, owner)
-		return
+		return nil
 	}
 
 	o := outcome{ok: runErr == nil && !timedOut, output: out.Output, data: contract.Map{}}
@@ -259,7 +368,7 @@ func (e *Engine) run(j job, owner string, res []string) {
 	if !o.ok && o.retryable {
 		if r.attempts < e.cfg.MaxAttempts {
 			e.retry(j, owner, r, o.err)
-			return
+			return nil
 		}
 		o.dead = true
 		o.err = fmt.Sprintf("Step %d failed after %d attempts: %v", r.def.Order, r.attempts, runErr)
@@ -282,7 +391,7 @@ func (e *Engine) run(j job, owner string, res []string) {
 	if o.ok && r.strategy == contract.StrategyAdaptive && r.def.Order == 1 && r.plan != nil {
 		repl = e.adapt(j, r, &result)
 	}
-	e.record(j, owner, r, o, &recordArgs{result: result, replaced: repl})
+	return e.record(j, owner, r, o, &recordArgs{result: result, replaced: repl})
 }
 
 // callAgent runs the step's agent; chunks counts what it streamed.
@@ -357,7 +466,7 @@ type recordArgs struct {
 
 // record stores a step's outcome (once) and, when this delivery recorded
 // it, sends the step's callbacks, marks them sent and acknowledges the job.
-func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs) {
+func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs) *startResult {
 	if a == nil {
 		a = &recordArgs{result: contract.StepResult{StepOrder: j.step, StepName: stepName(r.def),
 			AgentID: r.def.AgentID, Error: o.err, OutputData: contract.Map{}}}
@@ -365,7 +474,7 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 	resultJSON, err := jsonString(a.result)
 	if err != nil {
 		e.log.Error("encode step result", "plan", j.planID, "step", j.step, "err", err)
-		return
+		return nil
 	}
 	var repl []any
 	if a.replaced != nil {
@@ -385,21 +494,21 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 	args := append([]any{j.step, owner, e.nowMs(), okFlag, resultJSON, o.output, deadFlag, o.err,
 		j.planID, e.cfg.PlanRetention.Milliseconds(), reason, r.attempts, len(repl) / 2}, repl...)
 	ctx, cancel := e.op()
-	res, err := e.sc.record.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.dead, e.keys.deadlines}, args...).StringSlice()
+	res, err := e.sc.record.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.parts[j.part].dead, e.keys.parts[j.part].deadlines}, args...).StringSlice()
 	cancel()
 	if err != nil {
 		e.log.Warn("record step", "plan", j.planID, "step", j.step, "err", err)
-		return // left pending: redelivered after the visibility timeout
+		return nil // left pending: redelivered after the visibility timeout
 	}
 	switch res[0] {
 	case "recorded":
 	case "lost":
 		e.stats.dups.Add(1)
-		return
+		return nil
 	default: // gone, dup, stale
 		e.stats.dups.Add(1)
 		e.ack(j)
-		return
+		return nil
 	}
 	if o.ok {
 		e.stats.succeeded.Add(1)
@@ -427,8 +536,11 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 	if e.afterRecord != nil {
 		e.afterRecord(j.planID, j.step)
 	}
+	if r.startSent != nil {
+		<-r.startSent
+	}
 	if e.crashed.Load() {
-		return
+		return nil
 	}
 	// The callbacks and the notification get their own deadlines: a slow
 	// Emit must not leave the notification without time (the job would be
@@ -439,13 +551,15 @@ func (e *Engine) record(j job, owner string, r runInfo, o outcome, a *recordArgs
 		planStartedMs: r.planStartedMs, replaced: a.replaced})
 	cancel()
 	if e.crashed.Load() {
-		return
+		return nil
 	}
 	ctx, cancel = e.op()
 	defer cancel()
-	if err := e.notify(ctx, j.planID, j.step, j.msgID); err != nil {
+	next, err := e.notify(ctx, j, true)
+	if err != nil {
 		e.log.Warn("notify", "err", err)
 	}
+	return next
 }
 
 // replacementFields are the plan hash fields that install an Adaptive
@@ -477,18 +591,18 @@ func replacementFields(plan contract.OrchestrationPlan) ([]any, error) {
 
 // exhausted fails a step whose starts exceeded MaxAttempts (its workers
 // kept dying): the job is dead-lettered.
-func (e *Engine) exhausted(j job, owner string, res []string) {
+func (e *Engine) exhausted(j job, owner string, res []string) *startResult {
 	ctx, cancel := e.op()
 	h, err := e.rdb.HGetAll(ctx, e.keys.plan(j.planID)).Result()
 	cancel()
 	if err != nil {
 		e.log.Warn("load plan", "plan", j.planID, "err", err)
-		return
+		return nil
 	}
 	p, err := decodePlanHash(j.planID, h)
 	if err != nil {
 		e.log.Error("decode plan", "err", err)
-		return
+		return nil
 	}
 	s, _ := p.step(j.step)
 	n, _ := strconv.Atoi(res[1])
@@ -500,7 +614,7 @@ func (e *Engine) exhausted(j job, owner string, res []string) {
 		planStartedMs: p.int("started"), startedAtMs: p.int(stepPrefix(j.step) + "startedAt")}
 	result := contract.StepResult{StepOrder: j.step, StepName: stepName(s), AgentID: s.AgentID, Error: msg,
 		StartTime: contract.DateTime(time.UnixMilli(r.startedAtMs).UTC()), OutputData: contract.Map{}}
-	e.record(j, owner, r, outcome{err: msg, dead: true}, &recordArgs{result: result})
+	return e.record(j, owner, r, outcome{err: msg, dead: true}, &recordArgs{result: result})
 }
 
 // retry parks the step's next attempt in the delayed set for its back-off.
@@ -509,7 +623,7 @@ func (e *Engine) retry(j job, owner string, r runInfo, errText string) {
 	defer cancel()
 	due := e.cfg.Now().Add(e.cfg.backoff(r.attempts)).UnixMilli()
 	member := fmt.Sprintf("%s|%d|%d", j.planID, j.step, r.attempts+1)
-	res, err := e.sc.retry.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.jobs, e.keys.delayed},
+	res, err := e.sc.retry.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.parts[j.part].jobs, e.keys.parts[j.part].delayed},
 		j.step, owner, j.msgID, groupName, due, member, errText).Text()
 	if err != nil {
 		e.log.Warn("schedule retry", "plan", j.planID, "step", j.step, "err", err)
@@ -526,7 +640,7 @@ func (e *Engine) retry(j job, owner string, r runInfo, errText string) {
 func (e *Engine) release(j job, owner string) {
 	ctx, cancel := e.op()
 	defer cancel()
-	res, err := e.sc.release.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.jobs},
+	res, err := e.sc.release.Run(ctx, e.rdb, []string{e.keys.plan(j.planID), e.keys.parts[j.part].jobs},
 		j.step, owner, j.msgID, groupName, j.planID, j.attempt).Text()
 	if err != nil {
 		e.log.Warn("release job", "plan", j.planID, "step", j.step, "err", err)
@@ -541,28 +655,30 @@ func (e *Engine) release(j job, owner string) {
 
 // renotify sends the callbacks of a step whose recording delivery died
 // before marking them sent.
-func (e *Engine) renotify(j job) {
+func (e *Engine) renotify(j job) *startResult {
 	ctx, cancel := e.op()
 	defer cancel()
 	h, err := e.rdb.HGetAll(ctx, e.keys.plan(j.planID)).Result()
 	if err != nil || len(h) == 0 {
 		e.ack(j)
-		return
+		return nil
 	}
 	p, err := decodePlanHash(j.planID, h)
 	if err != nil {
 		e.log.Error("decode plan", "err", err)
 		e.ack(j)
-		return
+		return nil
 	}
 	s, _ := p.step(j.step)
 	res, _ := p.result(j.step)
 	e.emitStepEnd(ctx, stepEnd{planID: j.planID, session: p.session, caller: p.caller, step: s, result: res,
 		terminal: p.int("terminal"), total: p.int("total"), finishedPlan: p.int("finishedBy") == int64(j.step),
 		planStartedMs: p.int("started")})
-	if err := e.notify(ctx, j.planID, j.step, j.msgID); err != nil {
+	next, err := e.notify(ctx, j, true)
+	if err != nil {
 		e.log.Warn("notify", "err", err)
 	}
+	return next
 }
 
 func jsonString(v any) (string, error) {

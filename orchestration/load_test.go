@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -333,7 +336,12 @@ func TestConcurrentPlans(t *testing.T) {
 // no duplicate. Reported: steps/s, and step latency percentiles, where a
 // step's latency runs from the moment it became runnable (its plan was
 // executed, or its last dependency completed) to its StepCompleted — queue
-// wait included — and run-p99 from its start progress to StepCompleted.
+// wait included — and run-p99 from its start progress to StepCompleted;
+// round-trips/step counts the Redis round trips of both nodes (plan
+// creation and execution included) per step; go-cpu-µs/step is the CPU
+// time of the test process (engines, Redis clients and the harness) per
+// step and redis-cpu-µs/step redis-server's (from INFO cpu): together they
+// bound the steps/s a machine can reach.
 //
 //	go test -run '^$' -bench BenchmarkConcurrentPlans -benchtime 3x ./orchestration/
 func BenchmarkConcurrentPlans(b *testing.B) {
@@ -348,13 +356,18 @@ func BenchmarkConcurrentPlans(b *testing.B) {
 			}
 			rt := newRoundTrips()
 			nodes, sessions := loadFarm(b, addr, 2, 8, rt)
+			info := redis.NewClient(&redis.Options{Addr: addr})
+			defer info.Close()
 			var all, run []time.Duration
 			var steps, trips int
-			var wall time.Duration
+			var wall, goCPU, redisCPU time.Duration
 			b.ResetTimer()
 			for range b.N {
 				rt.snapshot()
+				g0, r0 := processCPU(), serverCPU(info, name)
 				rep := runLoad(b, nodes, sessions, 1000, 5*time.Minute)
+				goCPU += processCPU() - g0
+				redisCPU += serverCPU(info, name) - r0
 				n, byName := rt.snapshot()
 				trips += n
 				if testing.Verbose() {
@@ -374,6 +387,10 @@ func BenchmarkConcurrentPlans(b *testing.B) {
 			b.ReportMetric(float64(pct(all, 0.99).Microseconds())/1000, "p99-ms")
 			b.ReportMetric(float64(pct(run, 0.99).Microseconds())/1000, "run-p99-ms")
 			b.ReportMetric(float64(trips)/float64(steps), "round-trips/step")
+			b.ReportMetric(float64(goCPU.Microseconds())/float64(steps), "go-cpu-µs/step")
+			if name == "redis-server" {
+				b.ReportMetric(float64(redisCPU.Microseconds())/float64(steps), "redis-cpu-µs/step")
+			}
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -497,4 +514,34 @@ func queueWait(tb testing.TB, nodes []*Engine, sessions *fakeSessions, rate, n i
 		waits = append(waits, s.Sub(t))
 	}
 	return waits, float64(n) / elapsed.Seconds()
+}
+
+// processCPU is the CPU time (user + system) this process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU is the CPU time redis-server used so far (0 for miniredis,
+// which runs in this process).
+func serverCPU(c *redis.Client, backend string) time.Duration {
+	if backend != "redis-server" {
+		return 0
+	}
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }

@@ -54,9 +54,10 @@
 //   - Jobs are delivered at least once. A step's result is recorded at most
 //     once, atomically, by a Lua script that also checks that the recording
 //     delivery still owns the step; only that delivery sends the step's
-//     callbacks, and the steps that became runnable are enqueued after those
-//     callbacks were sent, so per plan the callbacks of a chain arrive in step
-//     order and OrchestrationCompleted is the last event of the plan. The
+//     callbacks, and a step becomes runnable (is enqueued) only after the
+//     callbacks of every step it depends on were sent, so per plan the
+//     callbacks of a chain arrive in step order and OrchestrationCompleted
+//     is the last event of the plan. The
 //     delivery that sent them goes on with one of those steps itself, in
 //     the same Lua call that enqueues the others: its job entry stays
 //     pending and carries the chain (a redelivery of the entry follows the

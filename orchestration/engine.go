@@ -144,8 +144,13 @@ func (e *Engine) Start(ctx context.Context) error {
 	// work channel when they have all stopped, so the workers start every
 	// entry already read before they exit.
 	var producers sync.WaitGroup
+	// Readers per partition: a partition's share of the workers, so
+	// arrivals are taken by parallel blocked reads (as if every worker
+	// read for itself) while a backlog is read in batches.
 	for p := range e.keys.parts {
-		producers.Go(func() { e.readLoop(p) })
+		for range max(1, e.cfg.Workers/len(e.keys.parts)) {
+			producers.Go(func() { e.readLoop(p) })
+		}
 	}
 	producers.Go(e.reclaimLoop)
 	e.wg.Go(func() { producers.Wait(); close(e.work) })

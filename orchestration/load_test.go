@@ -267,9 +267,32 @@ func (r *roundTrips) snapshot() (total int, byName map[string]int) {
 	return total, byName
 }
 
+// loadTarget is the Redis a load farm's engines use.
+type loadTarget struct {
+	dial       func(poolSize int) redis.UniversalClient
+	partitions int
+}
+
+// addrTarget is one Redis server (one partition).
+func addrTarget(addr string) loadTarget {
+	return loadTarget{partitions: 1, dial: func(poolSize int) redis.UniversalClient {
+		return redis.NewClient(&redis.Options{Addr: addr, PoolSize: poolSize})
+	}}
+}
+
+// backendTarget is a test backend.
+func backendTarget(b backend) loadTarget {
+	switch {
+	case b.Server != nil:
+		return addrTarget(b.Server.Addr())
+	default:
+		return addrTarget(b.Mini.Addr())
+	}
+}
+
 // loadFarm starts nodes engines of workers each, each with its own client
 // counting its round trips in rt (nil: none).
-func loadFarm(tb testing.TB, addr string, nodes, workers int, rt *roundTrips) ([]*Engine, *fakeSessions) {
+func loadFarm(tb testing.TB, target loadTarget, nodes, workers int, rt *roundTrips) ([]*Engine, *fakeSessions) {
 	sessions := newFakeSessions(testSession)
 	cat := NewMemoryCatalog()
 	for _, id := range []string{"a1", "a2", "a3", "a4", "a5"} {
@@ -277,12 +300,13 @@ func loadFarm(tb testing.TB, addr string, nodes, workers int, rt *roundTrips) ([
 	}
 	var engines []*Engine
 	for i := range nodes {
-		rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 4*workers + 16})
+		rdb := target.dial(4*workers + 16)
 		if rt != nil {
 			rdb.AddHook(rt)
 		}
 		cfg := DefaultConfig(fmt.Sprintf("node-%d", i))
 		cfg.Workers = workers
+		cfg.Partitions = target.partitions
 		cfg.BlockTimeout = 200 * time.Millisecond
 		e, err := New(cfg, rdb, sessions, cat, nil)
 		if err != nil {
@@ -302,13 +326,6 @@ func loadFarm(tb testing.TB, addr string, nodes, workers int, rt *roundTrips) ([
 	return engines, sessions
 }
 
-func backendAddr(b backend) string {
-	if b.Server != nil {
-		return b.Server.Addr()
-	}
-	return b.Mini.Addr()
-}
-
 // Acceptance 5 (correctness half): many concurrent five-step plans of all
 // strategies complete with no loss and no duplicates. The figures come
 // from BenchmarkConcurrentPlans.
@@ -318,7 +335,7 @@ func TestConcurrentPlans(t *testing.T) {
 		n = 250
 	}
 	backends(t, func(t *testing.T, b backend) {
-		nodes, sessions := loadFarm(t, backendAddr(b), 2, 8, nil)
+		nodes, sessions := loadFarm(t, backendTarget(b), 2, 8, nil)
 		rep := runLoad(t, nodes, sessions, n, 2*time.Minute)
 		for _, p := range rep.problems {
 			t.Error(p)
@@ -355,7 +372,7 @@ func BenchmarkConcurrentPlans(b *testing.B) {
 				addr = m
 			}
 			rt := newRoundTrips()
-			nodes, sessions := loadFarm(b, addr, 2, 8, rt)
+			nodes, sessions := loadFarm(b, addrTarget(addr), 2, 8, rt)
 			info := redis.NewClient(&redis.Options{Addr: addr})
 			defer info.Close()
 			var all, run []time.Duration
@@ -411,15 +428,22 @@ func miniredisFor(b *testing.B) string {
 func BenchmarkQueueWait(b *testing.B) {
 	const rate, seconds = 2000, 3
 	addr := testredis.Start(b).Addr()
-	nodes, sessions := loadFarm(b, addr, 2, 8, nil)
+	nodes, sessions := loadFarm(b, addrTarget(addr), 2, 8, nil)
+	info := redis.NewClient(&redis.Options{Addr: addr})
+	defer info.Close()
 	var waits []time.Duration
 	var achieved float64
+	var goCPU, redisCPU time.Duration
 	for range b.N {
-		w, r := queueWait(b, nodes, sessions, rate, rate*seconds)
+		w, r, g, rc := queueWait(b, nodes, sessions, rate, rate*seconds, info)
 		waits = append(waits, w...)
 		achieved = r
+		goCPU += g
+		redisCPU += rc
 	}
 	b.ReportMetric(achieved, "plans/s")
+	b.ReportMetric(float64(goCPU.Microseconds())/float64(len(waits)), "go-cpu-µs/plan")
+	b.ReportMetric(float64(redisCPU.Microseconds())/float64(len(waits)), "redis-cpu-µs/plan")
 	b.ReportMetric(float64(pct(waits, 0.5).Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(pct(waits, 0.99).Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(pct(waits, 1).Microseconds())/1000, "max-ms")
@@ -427,9 +451,10 @@ func BenchmarkQueueWait(b *testing.B) {
 }
 
 // queueWait creates n single-step plans, executes them at rate per second
-// and returns each one's wait from ExecutePlan to its start progress, and
-// the execution rate achieved.
-func queueWait(tb testing.TB, nodes []*Engine, sessions *fakeSessions, rate, n int) ([]time.Duration, float64) {
+// and returns each one's wait from ExecutePlan to its start progress, the
+// execution rate achieved, and the CPU time this process and redis-server
+// (through info) used from the first execution to the last completion.
+func queueWait(tb testing.TB, nodes []*Engine, sessions *fakeSessions, rate, n int, info *redis.Client) ([]time.Duration, float64, time.Duration, time.Duration) {
 	ctx := context.Background()
 	plans := make([]string, n)
 	for i := range plans {
@@ -483,6 +508,7 @@ func queueWait(tb testing.TB, nodes []*Engine, sessions *fakeSessions, rate, n i
 			}
 		})
 	}
+	g0, r0 := processCPU(), serverCPU(info, "redis-server")
 	begin := time.Now()
 	interval := time.Second / time.Duration(rate)
 	for i := range n {
@@ -503,6 +529,7 @@ func queueWait(tb testing.TB, nodes []*Engine, sessions *fakeSessions, rate, n i
 	case <-time.After(time.Minute):
 		tb.Fatalf("plans did not complete within a minute")
 	}
+	goCPU, redisCPU := processCPU()-g0, serverCPU(info, "redis-server")-r0
 	mu.Lock()
 	defer mu.Unlock()
 	waits := make([]time.Duration, 0, n)
@@ -513,7 +540,7 @@ func queueWait(tb testing.TB, nodes []*Engine, sessions *fakeSessions, rate, n i
 		}
 		waits = append(waits, s.Sub(t))
 	}
-	return waits, float64(n) / elapsed.Seconds()
+	return waits, float64(n) / elapsed.Seconds(), goCPU, redisCPU
 }
 
 // processCPU is the CPU time (user + system) this process used so far.

@@ -108,9 +108,10 @@ return {'ok', tostring(queued)}`),
 		start: s(`return startstep(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])`),
 
 		// record: the owner of a running step records its outcome, at most
-		// once. It applies an Adaptive replacement, dead-letters, releases
-		// or skips dependants per strategy, and finishes the plan when every
-		// step is terminal.
+		// once. It applies an Adaptive replacement, dead-letters, skips
+		// dependants per strategy after a failure, and finishes the plan
+		// when every step is terminal. (A success releases its dependants
+		// in notify, once its callbacks were sent.)
 		// KEYS plan, dead, deadlines. ARGV step, owner, now, ok, result,
 		// output, dead, error, planID, retention, reason, attempt, nrepl,
 		// then nrepl field/value pairs.
@@ -146,21 +147,8 @@ if ARGV[7] == '1' then
 end
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 local terminal = redis.call('HINCRBY', KEYS[1], 'terminal', 1)
-local release = {}
 local finish = false
-if ok then
-  local nx = redis.call('HGET', KEYS[1], p .. 'next')
-  if nx then
-    for d in string.gmatch(nx, '[^,]+') do
-      local q = 's:' .. d .. ':'
-      local left = redis.call('HINCRBY', KEYS[1], q .. 'left', -1)
-      if left == 0 and redis.call('HGET', KEYS[1], q .. 'state') == 'pending' then
-        redis.call('HSET', KEYS[1], q .. 'state', 'queued')
-        release[#release + 1] = d
-      end
-    end
-  end
-else
+if not ok then
   redis.call('HINCRBY', KEYS[1], 'failedSteps', 1)
   redis.call('HSETNX', KEYS[1], 'reason', ARGV[11])
   if redis.call('HGET', KEYS[1], 'stop') == '1' then
@@ -202,11 +190,13 @@ if finish then
   redis.call('ZREM', KEYS[3], ARGV[9])
   redis.call('PEXPIRE', KEYS[1], ARGV[10])
 end
-redis.call('HSET', KEYS[1], p .. 'release', table.concat(release, ','))
 return {'recorded', tostring(terminal), tostring(total), status}`),
 
-		// notify: the step's callbacks were sent; enqueue the steps it
-		// released and acknowledge its job. Given an owner, the delivery
+		// notify: the step's callbacks were sent; after a success, count
+		// it done for each dependant and enqueue those whose dependencies
+		// are now all done and notified (so a step with several
+		// dependencies starts after every one's StepCompleted), and
+		// acknowledge its job. Given an owner, the delivery
 		// goes on with the first released step instead of enqueueing it:
 		// its job entry stays pending (the step is chained to it,
 		// s:<k>:cont) and the step is started as by the start script.
@@ -233,10 +223,13 @@ local queued = 0
 local cont = nil
 if redis.call('HSETNX', KEYS[1], p .. 'notified', '1') == 1 then
   redis.call('HINCRBY', KEYS[1], 'notified', 1)
-  local rel = redis.call('HGET', KEYS[1], p .. 'release')
-  if rel and redis.call('HGET', KEYS[1], 'status') == 'running' then
-    for d in string.gmatch(rel, '[^,]+') do
-      if redis.call('HGET', KEYS[1], 's:' .. d .. ':state') == 'queued' then
+  local v = redis.call('HMGET', KEYS[1], p .. 'state', p .. 'next', 'status')
+  if v[1] == 'done' and v[2] and v[3] == 'running' then
+    for d in string.gmatch(v[2], '[^,]+') do
+      local q = 's:' .. d .. ':'
+      local left = redis.call('HINCRBY', KEYS[1], q .. 'left', -1)
+      if left == 0 and redis.call('HGET', KEYS[1], q .. 'state') == 'pending' then
+        redis.call('HSET', KEYS[1], q .. 'state', 'queued')
         if not cont and ARGV[5] ~= '' and ARGV[2] ~= '' then
           cont = d
         else

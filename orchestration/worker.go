@@ -92,29 +92,26 @@ func (e *Engine) giveSlots(n int) {
 }
 
 // readLoop reads partition p's job stream for this node's workers until
-// Shutdown. It reads as many entries as workers are free, in one
-// XREADGROUP: without waiting while the stream has entries, and blocking
-// (for one entry, holding one slot, so the other partitions' readers and
-// the reclaimer keep the rest) once it is empty.
+// Shutdown; each partition has several (see Start), so a read in flight
+// never holds up the next. A read blocks until the stream has an entry and
+// takes as many as it holds worker slots for: one while reads come back
+// short (an idle or lightly loaded stream: blocked readers keep no more
+// slots than they can use, so the other partitions' readers and the
+// reclaimer get the rest), doubling while they come back full (a backlog:
+// one round trip reads a batch), up to the partition's share of the
+// workers.
 func (e *Engine) readLoop(p int) {
 	stream := e.keys.parts[p].jobs
-	block := false
+	share := min(readBatch, max(1, e.cfg.Workers/len(e.keys.parts)))
+	want := 1
 	for {
-		max := readBatch
-		if block {
-			max = 1
-		}
-		n, ok := e.takeSlots(max)
+		n, ok := e.takeSlots(want)
 		if !ok {
 			return
 		}
-		args := &redis.XReadGroupArgs{Group: groupName, Consumer: e.cfg.NodeID,
-			Streams: []string{stream, ">"}, Count: int64(n), Block: -1}
-		if block {
-			args.Block = e.cfg.BlockTimeout
-		}
 		ctx, cancel := context.WithTimeout(e.base, e.cfg.BlockTimeout+e.cfg.OpTimeout)
-		streams, err := e.rdb.XReadGroup(ctx, args).Result()
+		streams, err := e.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: groupName, Consumer: e.cfg.NodeID,
+			Streams: []string{stream, ">"}, Count: int64(n), Block: e.cfg.BlockTimeout}).Result()
 		cancel()
 		got := 0
 		if err == nil && !e.crashed.Load() {
@@ -126,7 +123,11 @@ func (e *Engine) readLoop(p int) {
 			}
 		}
 		e.giveSlots(n - got)
-		block = got == 0
+		if got == n {
+			want = min(2*n, share)
+		} else {
+			want = 1
+		}
 		switch {
 		case err == nil, errors.Is(err, redis.Nil):
 		case e.takeCtx.Err() != nil:

@@ -13,7 +13,9 @@
 //     itself, are the exception: they are delivered.)
 //   - Order: publications from one node are sent to Redis in call order over a
 //     single ordered pipeline, so frames from one sender to one group arrive at
-//     every remote member in send order.
+//     every remote member in send order. On Redis Cluster the order holds
+//     per channel (indeed per bucket of channels), not across buckets:
+//     their messages travel through different masters and connections.
 //   - At-most-once: pub/sub keeps nothing. What must survive a Redis outage is
 //     kept elsewhere (session history streams). A publication the Redis client
 //     re-sent after a connection error is recognised by its sequence number
@@ -31,6 +33,14 @@
 // subscription delivers again. When Redis comes back without the node's
 // data (restarted empty, or a survivor reaped the node during a partition),
 // the heartbeat re-registers every local connection and its groups.
+//
+// Topologies: on one server or a Sentinel-managed primary (a go-redis
+// Client or FailoverClient) fan-out is PUBLISH/SUBSCRIBE on one pub/sub
+// connection. On Redis Cluster (a ClusterClient) it is sharded pub/sub
+// (SPUBLISH/SSUBSCRIBE), channels grouped into ShardBuckets hash-tagged
+// buckets with one connection each (see keys.go and receiver.go), and the
+// registry writes that span slots are per-key commands (scripts.go). After
+// a failover or a slot move, subscriptions are restored at the new owner.
 //
 // Node loss: a node that missed DeadAfterMissed heartbeats is removed by one
 // survivor: its connections leave every group and user set atomically, one
@@ -138,6 +148,14 @@ type Config struct {
 	// dead node, so across the farm the hook runs once per death. It runs
 	// on the reaper goroutine: hand long work elsewhere.
 	OnNodeDead func(nodeID string)
+	// ShardBuckets is the number of channel buckets on Redis Cluster, where
+	// fan-out uses sharded pub/sub (SPUBLISH/SSUBSCRIBE): every channel
+	// hashes into a bucket whose hash tag puts all its channels in one
+	// slot, and the node holds one sharded pub/sub connection per bucket
+	// however many groups it follows. More buckets spread the channels over
+	// more slots (and so masters); fewer keep fewer connections. Ignored on
+	// one server or Sentinel (one pub/sub connection). Default 16.
+	ShardBuckets int
 	// OnPublished, if set, receives the latency of every publication whose
 	// caller got its result: from the Publish call to Redis' answer (or to
 	// the failure of an item whose ctx ended while queued), queue wait
@@ -153,6 +171,7 @@ const (
 	DefaultDeadAfterMissed   = 3
 	DefaultPublishQueue      = 65536
 	DefaultPublishBatch      = 256
+	DefaultShardBuckets      = 16
 )
 
 // withDefaults returns c with every zero field set to its default.
@@ -171,6 +190,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PublishBatch <= 0 {
 		c.PublishBatch = DefaultPublishBatch
+	}
+	if c.ShardBuckets <= 0 {
+		c.ShardBuckets = DefaultShardBuckets
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -191,8 +213,8 @@ type Stats struct {
 	Received      uint64 // deliveries handed to the Handler
 	Dropped       uint64 // messages read but not delivered: undecodable, or the Handler panicked
 	Duplicates    uint64 // messages dropped as re-sends of one already delivered (client retries)
-	Reconnects    uint64 // times the subscription connection was lost and re-established
-	Subscriptions int    // channels this node is subscribed to (inbox, all, groups, users)
+	Reconnects    uint64 // times a subscription connection was lost and re-established
+	Subscriptions int    // channels this node is subscribed to (inbox, all, groups, users; not probes)
 	NodeReaps     uint64 // dead nodes this node cleaned up
 	QueueLen      int    // publications waiting for the publisher
 }

@@ -134,7 +134,7 @@ func TestFanOut(t *testing.T) {
 		if s := a.Stats(); s.Published == 0 || s.Subscriptions < 4 {
 			t.Fatalf("stats %+v", s)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestPerSenderOrder: 1000 publications of one node to a group arrive at
@@ -190,7 +190,7 @@ func TestPerSenderOrder(t *testing.T) {
 		if s := recv.Stats(); s.Duplicates != 0 || s.Dropped != 0 {
 			t.Fatalf("stats %+v", s)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 func atoi(t testing.TB, s string) int {
@@ -229,7 +229,7 @@ func TestJoinThenPublishNeverMissed(t *testing.T) {
 		if got := a.Stats().Subscriptions; got != 2 { // inbox and all
 			t.Fatalf("subscriptions after leaving everything: %d", got)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestRefcount: a group channel stays subscribed while a local member
@@ -322,7 +322,7 @@ func TestRefcount(t *testing.T) {
 		}
 		other.mustPublish(t, ScopeGroup, "busy", "after-churn", "")
 		a.waitDelivery(t, 5*time.Second, "delivery after churn", frameIs("after-churn"))
-	})
+	}, testredis.WithCluster())
 }
 
 // TestRegistry: register, join, query and unregister keep every key right.
@@ -381,7 +381,7 @@ func TestRegistry(t *testing.T) {
 		if err := a.RegisterConnection(ctx, connInfo("bad:id", "")); err == nil {
 			t.Fatal("id with ':' accepted")
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestShutdown removes the node's connections and keys, is idempotent, and
@@ -426,7 +426,7 @@ func TestShutdown(t *testing.T) {
 		if err := a.Start(ctx); !errors.Is(err, ErrClosed) {
 			t.Fatalf("start after shutdown: %v", err)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestReady: green on a healthy node, red before Start.
@@ -447,7 +447,7 @@ func TestReady(t *testing.T) {
 		if err := bp.Shutdown(ctxT(t, time.Second)); err != nil {
 			t.Fatalf("shutdown of a never started backplane: %v", err)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestDuplicatesAndGarbage: a re-sent envelope (same origin instance and
@@ -481,19 +481,19 @@ func TestDuplicatesAndGarbage(t *testing.T) {
 		admin := b.NewClient()
 		ch := a.k.chAll()
 		for range 2 {
-			if err := admin.Publish(ctx, ch, msg).Err(); err != nil {
+			if err := rawPublish(ctx, admin, ch, msg); err != nil {
 				t.Fatal(err)
 			}
 		}
 		e.seq = 6
-		if err := admin.Publish(ctx, ch, "garbage").Err(); err != nil {
+		if err := rawPublish(ctx, admin, ch, "garbage"); err != nil {
 			t.Fatal(err)
 		}
-		if err := admin.Publish(ctx, ch, appendEnvelope(nil, &e, []byte("boom"))).Err(); err != nil {
+		if err := rawPublish(ctx, admin, ch, appendEnvelope(nil, &e, []byte("boom"))); err != nil {
 			t.Fatal(err)
 		}
 		e.seq = 7
-		if err := admin.Publish(ctx, ch, appendEnvelope(nil, &e, []byte("after"))).Err(); err != nil {
+		if err := rawPublish(ctx, admin, ch, appendEnvelope(nil, &e, []byte("after"))); err != nil {
 			t.Fatal(err)
 		}
 		a.waitDelivery(t, 5*time.Second, "after", frameIs("after"))
@@ -507,7 +507,7 @@ func TestDuplicatesAndGarbage(t *testing.T) {
 		if n != 1 || s.Duplicates != 1 || s.Dropped != 2 || panics.Load() != 1 {
 			t.Fatalf("once delivered %d times, stats %+v, panics %d", n, s, panics.Load())
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // BenchmarkPublish measures group fan-out throughput from one node to

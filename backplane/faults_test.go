@@ -53,7 +53,7 @@ func TestDeadNodeReaped(t *testing.T) {
 			// The node's own entries go in the same pass, after its
 			// connections: wait for them too rather than catch the pass
 			// half-way.
-			n, _ := a.rdb.Exists(ctx, a.k.node("c"), a.k.nodeConns("c")).Result()
+			n := exists(ctx, a.rdb, a.k.node("c"), a.k.nodeConns("c"))
 			_, zerr := a.rdb.ZScore(ctx, a.k.nodes(), "c").Result()
 			return n == 0 && errors.Is(zerr, redis.Nil)
 		})
@@ -86,7 +86,7 @@ func TestDeadNodeReaped(t *testing.T) {
 		// The survivors still serve each other.
 		bn.mustPublish(t, ScopeGroup, "g", "after-death", "")
 		a.waitDelivery(t, 5*time.Second, "delivery after the death", frameIs("after-death"))
-	})
+	}, testredis.WithCluster())
 }
 
 // TestRestartSameNodeID: a node that crashed and comes back under the same
@@ -105,7 +105,7 @@ func TestRestartSameNodeID(t *testing.T) {
 		if _, ok, _ := n.Connection(ctx, "r1"); ok || len(g) != 0 || len(u) != 0 {
 			t.Fatalf("leftovers: conn %v group %v user %v", ok, g, u)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestRedisOutage: with Redis down, Publish fails within its ctx and Ready

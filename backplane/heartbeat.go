@@ -99,7 +99,7 @@ func (h *heartbeat) beat(ctx context.Context, first bool) (added bool, err error
 	conns := len(b.local)
 	b.mu.Unlock()
 	var zadd *redis.IntCmd
-	_, err = b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	err = b.multi(ctx, func(p redis.Pipeliner) error {
 		key := b.k.node(b.cfg.NodeID)
 		p.HSet(ctx, key, "address", b.cfg.Address, "started", ms(b.started), "heartbeat", ms(now),
 			"conns", conns, "instance", strconv.FormatUint(b.instance, 16))

@@ -166,14 +166,51 @@ func ourStacks(all []byte) string {
 	return strings.Join(out, "\n\n")
 }
 
-// numsub returns the number of subscribers of a channel.
+// numsub returns the number of subscribers of a channel: sharded
+// subscribers (on the master owning its slot) on Redis Cluster.
 func numsub(t testing.TB, rdb redis.UniversalClient, ch string) int64 {
 	t.Helper()
-	m, err := rdb.PubSubNumSub(context.Background(), ch).Result()
+	ctx := context.Background()
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		var n int64
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			m, err := c.PubSubShardNumSub(ctx, ch).Result()
+			mu.Lock()
+			n += m[ch]
+			mu.Unlock()
+			return err
+		})
+		if err != nil {
+			t.Fatalf("PUBSUB SHARDNUMSUB: %v", err)
+		}
+		return n
+	}
+	m, err := rdb.PubSubNumSub(ctx, ch).Result()
 	if err != nil {
 		t.Fatalf("PUBSUB NUMSUB: %v", err)
 	}
 	return m[ch]
+}
+
+// exists counts the keys that exist, one EXISTS each (on Redis Cluster a
+// multi-key EXISTS must not span slots).
+func exists(ctx context.Context, rdb redis.UniversalClient, keys ...string) int64 {
+	var n int64
+	for _, k := range keys {
+		m, _ := rdb.Exists(ctx, k).Result()
+		n += m
+	}
+	return n
+}
+
+// rawPublish publishes payload on ch the way the backplane does on rdb's
+// topology (SPUBLISH on Redis Cluster).
+func rawPublish(ctx context.Context, rdb redis.UniversalClient, ch string, payload any) error {
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		return rdb.SPublish(ctx, ch, payload).Err()
+	}
+	return rdb.Publish(ctx, ch, payload).Err()
 }
 
 func connInfo(id, user string) ConnInfo {

@@ -1,5 +1,10 @@
 package backplane
 
+import (
+	"strconv"
+	"strings"
+)
+
 // keys names every Redis key and channel of one farm (prefix P):
 //
 //	P:node:{node}          hash + TTL  address, started, heartbeat (unix ms), conns, instance
@@ -16,10 +21,46 @@ package backplane
 //	P:ch:group:{group}     channel     nodes holding a member of the group
 //	P:ch:user:{user}       channel     nodes holding a connection of the user
 //
-// Node and connection ids must not contain ':' (checked), so no two names
-// collide. The Lua scripts build key names from the prefix, so the registry
-// needs a single Redis (or a Sentinel-managed primary), not Redis Cluster.
-type keys struct{ p string }
+// (The braces above mark placeholders, not hash tags.) Node and connection
+// ids must not contain ':' (checked), so no two names collide.
+//
+// On Redis Cluster (sharded pub/sub) every channel carries a bucket hash tag
+// after "P:ch:", e.g. P:ch:{P:b7}:group:<group>: the bucket is a hash of the
+// group, user or node id modulo ShardBuckets, so a bucket's channels share
+// one slot and one sharded pub/sub connection serves all of them. Bucket i's
+// tag is {P:b<i>}, or {P:b<i>.<k>} for the first k whose slot lies in the
+// i-th ShardBuckets-th of the slot space, so that on a cluster created with
+// an even slot split the buckets spread evenly over the masters. Each
+// bucket also has a probe channel per node, P:ch:{P:b<n>}:probe:<node>, so
+// readiness checks every sharded subscriber end to end. The registry keys
+// keep their names: on Cluster they are written per key (see scripts.go),
+// never by one multi-key script or transaction across slots.
+type keys struct {
+	p       string
+	buckets int      // 0: plain channel names (one server); else sharded names with a bucket tag
+	tags    []string // sharded: bucket → channel name prefix up to and including its tag
+}
+
+// newKeys returns the names of a farm with prefix p; buckets > 0 shards the
+// channels into that many tagged buckets.
+func newKeys(p string, buckets int) keys {
+	k := keys{p: p, buckets: buckets}
+	for i := range buckets {
+		lo, hi := i*clusterSlots/buckets, (i+1)*clusterSlots/buckets
+		base := p + ":b" + strconv.Itoa(i)
+		for n := 0; ; n++ {
+			tag := base
+			if n > 0 {
+				tag += "." + strconv.Itoa(n)
+			}
+			if s := int(crc16(tag) % clusterSlots); (s >= lo && s < hi) || n > 1<<16 {
+				k.tags = append(k.tags, p+":ch:{"+tag+"}:")
+				break
+			}
+		}
+	}
+	return k
+}
 
 func (k keys) node(id string) string      { return k.p + ":node:" + id }
 func (k keys) nodes() string              { return k.p + ":nodes" }
@@ -32,7 +73,73 @@ func (k keys) userConns(u string) string { return k.p + ":user:" + u + ":conns" 
 func (k keys) group(g string) string     { return k.p + ":group:" + g }
 func (k keys) reapLock(id string) string { return k.p + ":reap:" + id }
 
-func (k keys) chNode(id string) string { return k.p + ":ch:node:" + id }
-func (k keys) chAll() string           { return k.p + ":ch:all" }
-func (k keys) chGroup(g string) string { return k.p + ":ch:group:" + g }
-func (k keys) chUser(u string) string  { return k.p + ":ch:user:" + u }
+func (k keys) chNode(id string) string { return k.ch("node:"+id, "n:"+id) }
+func (k keys) chAll() string           { return k.ch("all", "all") }
+func (k keys) chGroup(g string) string { return k.ch("group:"+g, "g:"+g) }
+func (k keys) chUser(u string) string  { return k.ch("user:"+u, "u:"+u) }
+
+// chProbe is the readiness probe channel of node in bucket b (sharded only).
+func (k keys) chProbe(b int, node string) string {
+	return k.bucketTag(b) + "probe:" + node
+}
+
+// ch names a channel; seed picks its bucket when sharded.
+func (k keys) ch(name, seed string) string {
+	if k.buckets == 0 {
+		return k.p + ":ch:" + name
+	}
+	return k.bucketTag(k.bucketOf(seed)) + name
+}
+
+func (k keys) bucketTag(b int) string { return k.tags[b] }
+
+// bucketOf hashes seed (FNV-1a) into a bucket.
+func (k keys) bucketOf(seed string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(seed); i++ {
+		h ^= uint32(seed[i])
+		h *= 16777619
+	}
+	return int(h % uint32(k.buckets))
+}
+
+// chBucket returns the bucket of a channel named by this keys (0 when not
+// sharded, or for a name it did not make).
+func (k keys) chBucket(ch string) int {
+	if k.buckets == 0 {
+		return 0
+	}
+	rest, ok := strings.CutPrefix(ch, k.p+":ch:{"+k.p+":b")
+	if !ok {
+		return 0
+	}
+	digits, _, ok := strings.Cut(rest, "}")
+	if !ok {
+		return 0
+	}
+	digits, _, _ = strings.Cut(digits, ".")
+	b, err := strconv.Atoi(digits)
+	if err != nil || b < 0 || b >= k.buckets {
+		return 0
+	}
+	return b
+}
+
+// clusterSlots is the number of hash slots of Redis Cluster.
+const clusterSlots = 16384
+
+// crc16 is CRC16-CCITT (XModem), the key hash of Redis Cluster.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}

@@ -223,7 +223,15 @@ func (p *publisher) send(batch []*pubItem, cmds []*redis.IntCmd) []*redis.IntCmd
 	}
 	_, _ = p.b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, it := range live {
-			cmds = append(cmds, pipe.Publish(ctx, it.ch, it.payload))
+			if p.b.sharded {
+				// Redis Cluster: only the master owning the channel's slot
+				// gets it, instead of every node of the cluster. The
+				// pipeline sends each master its commands in order, so
+				// per-channel order holds.
+				cmds = append(cmds, pipe.SPublish(ctx, it.ch, it.payload))
+			} else {
+				cmds = append(cmds, pipe.Publish(ctx, it.ch, it.payload))
+			}
 		}
 		return nil
 	})

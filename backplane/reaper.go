@@ -119,16 +119,16 @@ func (r *reaper) reap(ctx context.Context, node string, cutoff int64) error {
 			return err
 		}
 		if len(ids) > 0 {
-			argv := make([][]any, len(ids))
+			rs := make([]removal, len(ids))
 			for i, id := range ids {
-				argv[i] = removeConnArgs(b.cfg.Prefix, node, id, cutoff, false, "", nil)
+				rs[i] = removal{conn: id}
 			}
-			cmds, err := runScripts(ctx, b.rdb, scriptRemoveConn, argv)
+			done, err := b.removeConns(ctx, node, cutoff, false, rs)
 			if err != nil {
 				return err
 			}
-			for _, c := range cmds {
-				if n, _ := c.Int(); n == 0 {
+			for _, ok := range done {
+				if !ok {
 					b.log.Info("node heartbeated again; cleanup stopped", "dead", node)
 					return nil
 				}
@@ -136,7 +136,7 @@ func (r *reaper) reap(ctx context.Context, node string, cutoff int64) error {
 			removed += len(ids)
 			continue
 		}
-		res, err := scriptFinishNode.Run(ctx, b.rdb, nil, b.cfg.Prefix, node, cutoff).Int()
+		res, err := b.finishNode(ctx, node, cutoff)
 		if err != nil {
 			return err
 		}

@@ -74,7 +74,7 @@ func (b *Backplane) RegisterConnection(ctx context.Context, c ConnInfo) error {
 			errs = append(errs, err)
 		}
 	}
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	err := b.multi(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, b.k.conn(c.ID), "node", b.cfg.NodeID, "hub", c.Hub, "user", c.User,
 			"at", ms(c.ConnectedAt), "remote", c.Remote)
 		p.SAdd(ctx, b.k.nodeConns(b.cfg.NodeID), c.ID)
@@ -129,8 +129,7 @@ func (b *Backplane) UnregisterConnection(ctx context.Context, c ConnInfo, groups
 
 	var err error
 	if b.state.Load() == stateRunning {
-		argv := removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, c.ID, 0, true, c.User, all)
-		_, err = runScripts(ctx, b.rdb, scriptRemoveConn, [][]any{argv})
+		_, err = b.removeConns(ctx, b.cfg.NodeID, 0, true, []removal{{conn: c.ID, user: c.User, groups: all}})
 		if err != nil {
 			b.mu.Lock()
 			b.tombstones[c.ID] = tombstone{user: c.User, groups: all}
@@ -189,7 +188,7 @@ func (b *Backplane) JoinGroup(ctx context.Context, connID, group string) error {
 	if err := b.subs.add(ctx, b.k.chGroup(group), connID); err != nil {
 		errs = append(errs, err)
 	}
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	err := b.multi(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, b.k.group(group), connID)
 		p.SAdd(ctx, b.k.connGroups(connID), group)
 		return nil
@@ -223,7 +222,7 @@ func (b *Backplane) LeaveGroup(ctx context.Context, connID, group string) error 
 	b.mu.Unlock()
 
 	b.subs.remove(ctx, b.k.chGroup(group), connID)
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	err := b.multi(ctx, func(p redis.Pipeliner) error {
 		p.SRem(ctx, b.k.group(group), connID)
 		p.SRem(ctx, b.k.connGroups(connID), group)
 		return nil
@@ -328,17 +327,18 @@ func (b *Backplane) Nodes(ctx context.Context) ([]NodeInfo, error) {
 func (b *Backplane) resync(ctx context.Context) error {
 	b.mu.Lock()
 	version := b.localVersion
-	argv := make([][]any, 0, len(b.local))
+	entries := make([]connEntry, 0, len(b.local))
 	for id, lc := range b.local {
-		a := []any{b.cfg.Prefix, b.cfg.NodeID, id, lc.info.Hub, lc.info.User, ms(lc.info.ConnectedAt), lc.info.Remote}
+		e := connEntry{info: lc.info, groups: make([]string, 0, len(lc.groups))}
+		e.info.ID = id
 		for g := range lc.groups {
-			a = append(a, g)
+			e.groups = append(e.groups, g)
 		}
-		argv = append(argv, a)
+		entries = append(entries, e)
 	}
 	b.mu.Unlock()
-	for chunk := range slices.Chunk(argv, b.cfg.PublishBatch) {
-		if _, err := runScripts(ctx, b.rdb, scriptReconcileConn, chunk); err != nil {
+	for chunk := range slices.Chunk(entries, b.cfg.PublishBatch) {
+		if err := b.reconcileConns(ctx, chunk); err != nil {
 			b.dirty.Store(true)
 			return fmt.Errorf("backplane: resync: %w", err)
 		}
@@ -361,16 +361,16 @@ func (b *Backplane) retryTombstones(ctx context.Context) error {
 		}
 	}
 	ids := make([]string, 0, len(b.tombstones))
-	argv := make([][]any, 0, len(b.tombstones))
+	rs := make([]removal, 0, len(b.tombstones))
 	for id, ts := range b.tombstones {
 		ids = append(ids, id)
-		argv = append(argv, removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, id, 0, true, ts.user, ts.groups))
+		rs = append(rs, removal{conn: id, user: ts.user, groups: ts.groups})
 	}
 	b.mu.Unlock()
-	if len(argv) == 0 {
+	if len(rs) == 0 {
 		return nil
 	}
-	if _, err := runScripts(ctx, b.rdb, scriptRemoveConn, argv); err != nil {
+	if _, err := b.removeConns(ctx, b.cfg.NodeID, 0, true, rs); err != nil {
 		return fmt.Errorf("backplane: retry unregister: %w", err)
 	}
 	b.mu.Lock()
@@ -394,12 +394,12 @@ func (b *Backplane) purgeLeftovers(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	argv := make([][]any, len(ids))
+	rs := make([]removal, len(ids))
 	for i, id := range ids {
-		argv[i] = removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, id, 0, true, "", nil)
+		rs[i] = removal{conn: id}
 	}
-	for chunk := range slices.Chunk(argv, b.cfg.PublishBatch) {
-		if _, err := runScripts(ctx, b.rdb, scriptRemoveConn, chunk); err != nil {
+	for chunk := range slices.Chunk(rs, b.cfg.PublishBatch) {
+		if _, err := b.removeConns(ctx, b.cfg.NodeID, 0, true, chunk); err != nil {
 			return fmt.Errorf("remove leftovers: %w", err)
 		}
 	}
@@ -413,30 +413,31 @@ func (b *Backplane) purgeLeftovers(ctx context.Context) error {
 // survivor's reaper finishes the job.
 func (b *Backplane) deregister(ctx context.Context) error {
 	b.mu.Lock()
-	argv := make([][]any, 0, len(b.local)+len(b.tombstones))
+	rs := make([]removal, 0, len(b.local)+len(b.tombstones))
 	for id, lc := range b.local {
 		groups := make([]string, 0, len(lc.groups))
 		for g := range lc.groups {
 			groups = append(groups, g)
 		}
-		argv = append(argv, removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, id, 0, true, lc.info.User, groups))
+		rs = append(rs, removal{conn: id, user: lc.info.User, groups: groups})
 	}
 	for id, ts := range b.tombstones {
 		if _, live := b.local[id]; !live {
-			argv = append(argv, removeConnArgs(b.cfg.Prefix, b.cfg.NodeID, id, 0, true, ts.user, ts.groups))
+			rs = append(rs, removal{conn: id, user: ts.user, groups: ts.groups})
 		}
 	}
 	b.local = map[string]*localConn{}
 	clear(b.tombstones)
 	b.mu.Unlock()
 
-	for chunk := range slices.Chunk(argv, b.cfg.PublishBatch) {
-		if _, err := runScripts(ctx, b.rdb, scriptRemoveConn, chunk); err != nil {
+	for chunk := range slices.Chunk(rs, b.cfg.PublishBatch) {
+		if _, err := b.removeConns(ctx, b.cfg.NodeID, 0, true, chunk); err != nil {
 			return fmt.Errorf("remove connections (the reaper will): %w", err)
 		}
 	}
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, b.k.node(b.cfg.NodeID), b.k.nodeConns(b.cfg.NodeID))
+	err := b.multi(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, b.k.node(b.cfg.NodeID))
+		p.Del(ctx, b.k.nodeConns(b.cfg.NodeID))
 		p.ZRem(ctx, b.k.nodes(), b.cfg.NodeID)
 		return nil
 	})

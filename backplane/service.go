@@ -44,6 +44,7 @@ type Backplane struct {
 	h        Handler
 	log      *slog.Logger
 	k        keys
+	sharded  bool // Redis Cluster: sharded pub/sub and per-key registry writes
 	instance uint64
 	started  time.Time
 
@@ -96,12 +97,21 @@ func New(rdb redis.UniversalClient, cfg Config, h Handler, logger *slog.Logger) 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	_, sharded := rdb.(*redis.ClusterClient)
+	k := newKeys(cfg.Prefix, 0)
+	if sharded {
+		if strings.ContainsAny(cfg.Prefix, "{}") {
+			return nil, fmt.Errorf("backplane: new: Prefix %q must not contain '{' or '}' on Redis Cluster (channel hash tags)", cfg.Prefix)
+		}
+		k = newKeys(cfg.Prefix, cfg.ShardBuckets)
+	}
 	b := &Backplane{
 		cfg:        cfg,
 		rdb:        rdb,
 		h:          h,
 		log:        logger.With("component", "backplane", "node", cfg.NodeID),
-		k:          keys{p: cfg.Prefix},
+		k:          k,
+		sharded:    sharded,
 		instance:   rand.Uint64() | 1, // never 0
 		local:      map[string]*localConn{},
 		tombstones: map[string]tombstone{},
@@ -126,11 +136,12 @@ func (b *Backplane) NodeID() string { return b.cfg.NodeID }
 // within ctx; the Backplane is then unusable (Shutdown is still safe).
 func (b *Backplane) Start(ctx context.Context) error {
 	b.lifeMu.Lock()
-	defer b.lifeMu.Unlock()
 	switch b.state.Load() {
 	case stateRunning:
+		b.lifeMu.Unlock()
 		return errors.New("backplane: start: already started")
 	case stateClosed:
+		b.lifeMu.Unlock()
 		return fmt.Errorf("backplane: start: %w", ErrClosed)
 	}
 	b.started = b.cfg.Now()
@@ -138,17 +149,29 @@ func (b *Backplane) Start(ctx context.Context) error {
 	b.rx.start()
 	if err := b.start(ctx); err != nil {
 		b.state.Store(stateRunning) // so that halt stops what runs
+		// halt takes lifeMu itself.
+		b.lifeMu.Unlock()
 		b.halt(context.Background(), false)
 		return fmt.Errorf("backplane: start: %w", err)
 	}
+	defer b.lifeMu.Unlock()
 	b.hb.start()
 	b.rp.start()
 	b.state.Store(stateRunning)
-	b.log.Info("backplane started", "prefix", b.cfg.Prefix, "heartbeat", b.cfg.HeartbeatInterval)
+	b.log.Info("backplane started", "prefix", b.cfg.Prefix, "heartbeat", b.cfg.HeartbeatInterval,
+		"sharded_pubsub", b.sharded, "pubsub_connections", len(b.rx.shards))
 	return nil
 }
 
 func (b *Backplane) start(ctx context.Context) error {
+	for _, sh := range b.rx.shards {
+		if sh.probe == "" {
+			continue
+		}
+		if err := b.rx.subscribe(ctx, sh.probe); err != nil {
+			return fmt.Errorf("subscribe %s: %w", sh.probe, err)
+		}
+	}
 	for _, ch := range []string{b.k.chNode(b.cfg.NodeID), b.k.chAll()} {
 		if err := b.rx.subscribe(ctx, ch); err != nil {
 			return fmt.Errorf("subscribe %s: %w", ch, err)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of hubfarm, on a fresh Debian machine with Go, Node.js and npm:
 #
-#   1. installs what is missing (redis-server; a C compiler for the race detector;
+#   1. installs what is missing (redis-server, redis-cli and redis-sentinel for the single-server,
+#      Redis Cluster and Sentinel tests; a C compiler for the race detector;
 #      Debian's chromium for the browser test; Debian's prometheus for promtool)
 #   2. gofmt, go vet, and promtool on deploy/prometheus/ (config, rules, rule tests)
 #   3. go test -race over every package
@@ -113,6 +114,10 @@ echo "go:    $(go version)"
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The Redis Cluster tests create their cluster with redis-cli (Debian: redis-tools);
+# the Sentinel failover tests run Debian's redis-sentinel (a package of its own).
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 # The race detector needs cgo, hence a C compiler and the C library headers.
 cc="$(go env CC)"
 cc="${cc%% *}" # the compiler, without any flags
@@ -152,6 +157,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	hash -r
 fi
 command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH"
+command -v redis-cli >/dev/null 2>&1 || die "redis-cli is still not on PATH (Debian package: redis-tools)"
+command -v redis-sentinel >/dev/null 2>&1 || die "redis-sentinel is still not on PATH (Debian package: redis-sentinel)"
 echo "redis: $(redis-server --version)"
 command -v promtool >/dev/null 2>&1 || die "promtool is still not on PATH (Debian package: prometheus)"
 echo "promtool: $(promtool --version 2>&1 | head -n 1)"

@@ -8,10 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/orchestratorchat/hubfarm/hubnode"
 	"github.com/orchestratorchat/hubfarm/internal/farm"
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/agents"
 	"github.com/orchestratorchat/hubfarm/orchestration/tools"
@@ -34,7 +33,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		debugListen string
 	)
 	f.String(&listen, "listen", ":8080", "HTTP listen address (hubs, /metrics, /healthz, /readyz)")
-	f.String(&redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
+	f.String(&redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis: redis://host:port/db (or rediss://), redis-sentinel://s1:26379,s2:26379/master, or redis-cluster://h1:7000,h2:7001,h3:7002")
 	f.String(&nodeID, "node-id", "", "node id, unique in the farm (default: a random id)")
 	f.String(&tokenSecret, "token-secret", "", "secret signing negotiate connection tokens; every node of a farm shares it (default: one kept in Redis for the farm)")
 	f.Bool(&nf.devTrustUserParam, "dev-trust-user-param", false, "take the connection's user from the `user` query parameter (development only, no authentication)")
@@ -79,17 +78,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer stopDebug()
-	opts, err := redis.ParseURL(redisURL)
+	rconf, err := redisconn.Parse(redisURL)
 	if err != nil {
 		return fmt.Errorf("--redis: %w", err)
 	}
-	rdb := redis.NewClient(opts)
+	rdb := rconf.NewClient()
 	defer rdb.Close()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := rdb.Ping(startCtx).Err(); err != nil {
-		return fmt.Errorf("redis %s: %w", opts.Addr, err)
+		return fmt.Errorf("redis %s: %w", rconf, err)
 	}
+	log.Info("redis", "topology", rconf.Topology.String(), "addrs", rconf.Addrs)
 	hcfg := nf.hubConfig()
 	hcfg.NegotiateRatePerIP = negotiateIP
 	node, err := farm.StartNode(startCtx, farm.NodeConfig{

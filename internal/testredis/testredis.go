@@ -52,6 +52,12 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	// extra are more redis-server arguments (cluster mode, replicaof).
+	extra []string
+	// conf, if set, is a sentinel configuration file: the process is a
+	// sentinel (redis-server CONF --sentinel) instead of a server.
+	conf     string
+	sentinel bool
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -63,6 +69,13 @@ type Server struct {
 // when the test ends. A missing binary fails the test with an install hint,
 // or skips it when SkipEnv is "1".
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return startServer(t, nil)
+}
+
+// startServer is Start with more redis-server arguments; extra is called
+// with the chosen port and its result appended (nil: none).
+func startServer(t testing.TB, extra func(port int) []string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath(Binary)
 	if err != nil {
@@ -81,6 +94,9 @@ func Start(t testing.TB) *Server {
 			t.Fatalf("testredis: pick a port: %v", err)
 		}
 		s.port = port
+		if extra != nil {
+			s.extra = extra(port)
+		}
 		if lastErr = s.start(); lastErr == nil {
 			t.Cleanup(s.cleanup)
 			return s
@@ -142,16 +158,27 @@ func (s *Server) start() error {
 		return errors.New("already running")
 	}
 	logPath := filepath.Join(s.dir, "redis.log")
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", s.dir,
-		"--logfile", logPath,
-		"--daemonize", "no",
-		"--protected-mode", "no",
-	)
+	var cmd *exec.Cmd
+	if s.conf != "" {
+		// A sentinel: it reads (and rewrites) its configuration file.
+		if s.sentinel {
+			cmd = exec.Command(s.bin, s.conf)
+		} else {
+			cmd = exec.Command(s.bin, s.conf, "--sentinel")
+		}
+	} else {
+		args := []string{
+			"--port", strconv.Itoa(s.port),
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "no",
+			"--dir", s.dir,
+			"--logfile", logPath,
+			"--daemonize", "no",
+			"--protected-mode", "no",
+		}
+		cmd = exec.Command(s.bin, append(args, s.extra...)...)
+	}
 	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
 		return err
@@ -254,22 +281,28 @@ func tail(path string) string {
 
 // Backend is one Redis implementation a Backends subtest runs against.
 type Backend struct {
-	// Name is "redis-server" or "miniredis"; it is also the subtest name.
+	// Name is "redis-server", "miniredis" or "redis-cluster"; it is also the
+	// subtest name.
 	Name string
 	// Server is the real redis-server for fault tests (Stop, Restart, Kill,
-	// CLIENT KILL); nil for miniredis.
+	// CLIENT KILL); nil for miniredis and the cluster.
 	Server *Server
-	// Mini is the miniredis instance; nil for redis-server.
+	// Mini is the miniredis instance; nil for the others.
 	Mini *miniredis.Miniredis
+	// Cluster is the three-master Redis Cluster; nil for the others.
+	Cluster *Cluster
 
 	t testing.TB
 }
 
-// NewClient returns a new client of the backend, closed when the test ends
-// (closing it earlier is fine).
+// NewClient returns a new client of the backend (a ClusterClient for the
+// cluster), closed when the test ends (closing it earlier is fine).
 func (b Backend) NewClient() redis.UniversalClient {
 	if b.Server != nil {
 		return b.Server.NewClient()
+	}
+	if b.Cluster != nil {
+		return b.Cluster.NewClient()
 	}
 	c := redis.NewClient(&redis.Options{Addr: b.Mini.Addr()})
 	if b.t != nil {
@@ -278,18 +311,41 @@ func (b Backend) NewClient() redis.UniversalClient {
 	return c
 }
 
-// Real reports whether the backend is a real redis-server.
+// Real reports whether the backend is a single real redis-server.
 func (b Backend) Real() bool { return b.Server != nil }
 
-// Backends runs fn twice as subtests, named "redis-server" and "miniredis",
-// each with a fresh server of its own. The redis-server half follows Start's
-// rules for a missing binary.
-func Backends(t *testing.T, fn func(t *testing.T, b Backend)) {
+// Clustered reports whether the backend is the Redis Cluster.
+func (b Backend) Clustered() bool { return b.Cluster != nil }
+
+// Option adds a backend to Backends.
+type Option func(*backendsOpts)
+
+type backendsOpts struct{ cluster bool }
+
+// WithCluster makes Backends also run the body against a fresh three-master
+// Redis Cluster (subtest "redis-cluster"; see StartCluster), for code that
+// must work on every topology the farm supports.
+func WithCluster() Option { return func(o *backendsOpts) { o.cluster = true } }
+
+// Backends runs fn as subtests, named "redis-server" and "miniredis" (and
+// "redis-cluster" WithCluster), each with a fresh server of its own. The
+// redis-server half follows Start's rules for a missing binary, the cluster
+// StartCluster's.
+func Backends(t *testing.T, fn func(t *testing.T, b Backend), opts ...Option) {
 	t.Helper()
+	var o backendsOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
 	t.Run("redis-server", func(t *testing.T) {
 		fn(t, Backend{Name: "redis-server", Server: Start(t), t: t})
 	})
 	t.Run("miniredis", func(t *testing.T) {
 		fn(t, Backend{Name: "miniredis", Mini: miniredis.RunT(t), t: t})
 	})
+	if o.cluster {
+		t.Run("redis-cluster", func(t *testing.T) {
+			fn(t, Backend{Name: "redis-cluster", Cluster: StartCluster(t), t: t})
+		})
+	}
 }

@@ -20,10 +20,29 @@ import (
 // backend is one Redis implementation the tests run against.
 type backend = testredis.Backend
 
-// backends runs fn against a real redis-server and against miniredis.
+// backends runs fn against a real redis-server, miniredis and a
+// three-master Redis Cluster (where the engines run with three partitions:
+// see env.forBackend).
 func backends(t *testing.T, fn func(t *testing.T, b backend)) {
 	t.Helper()
-	testredis.Backends(t, fn)
+	testredis.Backends(t, fn, testredis.WithCluster())
+}
+
+// clusterPartitions is the partition count of engines on Redis Cluster.
+const clusterPartitions = 3
+
+// forBackend adapts a test's config to the backend: on Redis Cluster the
+// engine runs with clusterPartitions partitions, each under its own hash
+// tag (with one partition every key would need the prefix's tag), and at
+// least as many workers.
+func (v *env) forBackend(cfg Config) Config {
+	if v.b.Clustered() && cfg.Partitions <= 1 {
+		cfg.Partitions = clusterPartitions
+		if cfg.Workers > 0 {
+			cfg.Workers = max(cfg.Workers, cfg.Partitions)
+		}
+	}
+	return cfg
 }
 
 // event is one recorded Emit call.
@@ -245,7 +264,7 @@ func (v *env) node(cfg Config, catalog AgentCatalog, setup ...func(*Engine)) *En
 	if catalog == nil {
 		catalog = v.catalog
 	}
-	e, err := New(cfg, v.rdb, v.sessions, catalog, nil)
+	e, err := New(v.forBackend(cfg), v.rdb, v.sessions, catalog, nil)
 	if err != nil {
 		v.t.Fatal(err)
 	}

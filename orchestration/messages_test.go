@@ -110,7 +110,7 @@ func (v *env) msgNode(cfg Config, catalog AgentCatalog, router *fakeRouter) *Eng
 	if catalog == nil {
 		catalog = v.catalog
 	}
-	e, err := New(cfg, v.rdb, routed{v.sessions, router}, catalog, nil)
+	e, err := New(v.forBackend(cfg), v.rdb, routed{v.sessions, router}, catalog, nil)
 	if err != nil {
 		v.t.Fatal(err)
 	}

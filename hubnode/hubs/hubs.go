@@ -229,11 +229,12 @@ func (h *Hubs) leaveSession(call *hubnode.Call, sessionID string) error {
 // is in the session group on this node (no Redis round trip), or its user is
 // a member.
 func (h *Hubs) inSession(call *hubnode.Call, sessionID string) (bool, error) {
-	// On an open farm anyone may join any session, so being in the group on
-	// this node is proof enough and saves a Redis round trip per message.
-	// Otherwise the member set in Redis is the authority: a removal reaches
-	// other nodes' group tables only asynchronously.
-	if h.deps.OpenSessions && call.Conn().InGroup(session.GroupName(sessionID)) {
+	// On an open farm sessions are open: anyone may join any session by its
+	// id, so a membership check would protect nothing and cost a Redis
+	// round trip per message. Otherwise the member set in Redis is the
+	// authority: a removal reaches other nodes' group tables only
+	// asynchronously.
+	if h.deps.OpenSessions {
 		return true, nil
 	}
 	return h.deps.Sessions.IsMember(call.Context(), sessionID, call.User())
@@ -347,7 +348,13 @@ func (h *Hubs) sendSessionMessage(call *hubnode.Call, sessionID, content string)
 	msg.Role = contract.MessageRoleUser
 	msg.SessionID = sessionID
 	msg.SenderID = &user
-	if _, err := h.deps.Sessions.Emit(call.Context(), sessionID, call.ConnectionID(), TargetReceiveSessionMessage, msg); err != nil {
+	// A sender in the session gets its own message once, with its eventId;
+	// one that is not (an admin, or anyone on an open farm) only sends.
+	echo := ""
+	if call.Conn().InGroup(session.GroupName(sessionID)) {
+		echo = call.ConnectionID()
+	}
+	if _, err := h.deps.Sessions.Emit(call.Context(), sessionID, echo, TargetReceiveSessionMessage, msg); err != nil {
 		if errors.Is(err, session.ErrNotRecorded) {
 			h.deps.Logger.Warn("session message refused: history unavailable", "session", sessionID, "conn", call.ConnectionID(), "err", err)
 			return &hubnode.HubError{Message: "PROCESSING_ERROR: the message was not recorded (session storage unavailable); please retry.", Err: err}

@@ -18,8 +18,9 @@ import (
 
 // Conn is one client connection held by this node.
 //
-// Goroutines: one read loop for the life of the connection; a writer only
-// while records are queued; a dispatcher only while invocations are queued;
+// Goroutines: one read loop for the life of the connection; a decoder only
+// while read messages wait to be decoded; a writer only while records are
+// queued; a dispatcher only while invocations are queued;
 // one per running stream and per running ConcurrentMethod invocation. All
 // end when the connection closes.
 type Conn struct {
@@ -49,6 +50,9 @@ type Conn struct {
 	mu          sync.Mutex
 	groups      map[string]struct{} // guarded by node.mu and mu
 	streams     map[string]context.CancelFunc
+	inbound     [][]byte      // messages read, waiting for the decoder
+	decoding    bool          // a decodeLoop goroutine owns inbound
+	inboundRoom chan struct{} // made while the reader waits for room in inbound
 	invocations []protocol.Message
 	dispatching bool
 	concurrent  int // running ConcurrentMethod invocations
@@ -221,13 +225,14 @@ func (c *Conn) finishClose() {
 
 // readLoop reads until the socket fails or closes, then tears down. leftover
 // holds records that arrived in the same message as the handshake.
+//
+// It only reads: decoding and handling happen on the decoder goroutine
+// (decodeLoop), so the goroutine every idle connection keeps parked here
+// needs no more stack than a socket read.
 func (c *Conn) readLoop(leftover []byte) {
 	defer c.teardown()
-	if len(leftover) > 0 {
-		if err := protocol.SplitRecords(leftover, c.handleRecord); err != nil {
-			c.protocolError(err)
-			return
-		}
+	if len(leftover) > 0 && !c.pushInbound(leftover) {
+		return
 	}
 	for {
 		_ = c.ws.SetReadDeadline(c.node.cfg.Now().Add(c.node.cfg.ClientTimeout))
@@ -237,12 +242,70 @@ func (c *Conn) readLoop(leftover []byte) {
 			return
 		}
 		c.node.metrics.bytesIn(len(data))
-		if err := protocol.SplitRecords(data, c.handleRecord); err != nil {
-			c.protocolError(err)
+		if !c.pushInbound(data) {
 			return
 		}
+	}
+}
+
+// pushInbound queues a message read from the socket for the decoder,
+// starting the decoder when the queue was idle. When MaxQueuedInvocations
+// messages are waiting it blocks until the decoder makes room, so a client
+// sending faster than the node decodes is slowed by TCP flow control
+// rather than buffered without bound. It returns false once the
+// connection is closing.
+func (c *Conn) pushInbound(data []byte) bool {
+	for {
+		c.mu.Lock()
 		if c.ctx.Err() != nil {
+			c.mu.Unlock()
+			return false
+		}
+		if len(c.inbound) < c.node.cfg.MaxQueuedInvocations {
+			c.inbound = append(c.inbound, data)
+			start := !c.decoding
+			c.decoding = true
+			c.mu.Unlock()
+			if start {
+				go c.decodeLoop()
+			}
+			return true
+		}
+		if c.inboundRoom == nil {
+			c.inboundRoom = make(chan struct{})
+		}
+		room := c.inboundRoom
+		c.mu.Unlock()
+		select {
+		case <-room:
+		case <-c.ctx.Done():
+			return false
+		}
+	}
+}
+
+// decodeLoop decodes and handles queued messages in arrival order and exits
+// when the queue is empty (or the connection closed).
+func (c *Conn) decodeLoop() {
+	for {
+		c.mu.Lock()
+		if c.inboundRoom != nil {
+			close(c.inboundRoom)
+			c.inboundRoom = nil
+		}
+		if len(c.inbound) == 0 || c.ctx.Err() != nil {
+			c.inbound = nil
+			c.decoding = false
+			c.mu.Unlock()
 			return
+		}
+		data := c.inbound[0]
+		c.inbound[0] = nil
+		c.inbound = c.inbound[1:]
+		c.mu.Unlock()
+		if err := protocol.SplitRecords(data, c.handleRecord); err != nil {
+			// The connection is closing: the next turn exits.
+			c.protocolError(err)
 		}
 	}
 }

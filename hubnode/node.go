@@ -105,7 +105,10 @@ func New(cfg Config, m *metrics.Node) (*Node, error) {
 		ipLimits:        newIPLimiter(cfg.NegotiateRatePerIP),
 	}
 	n.upgrader = websocket.Upgrader{ // after n exists: CheckOrigin reads its config
-		ReadBufferSize:  1024,
+		// Clients send little (invocations, pings): a small read buffer,
+		// held by every idle connection; longer messages are read through
+		// it in pieces.
+		ReadBufferSize:  512,
 		WriteBufferSize: 4096,
 		// Shared write buffers: an idle connection holds none.
 		WriteBufferPool:   &sync.Pool{},
@@ -444,7 +447,15 @@ func (n *Node) runConn(c *Conn) {
 		fn(c)
 	}
 	go c.writeLoop()
-	c.readLoop(leftover)
+	// The set-up above (handshake decode, Redis registration, the hooks'
+	// Redis calls) grew this goroutine's stack, and an idle connection
+	// would keep that stack for its whole life: read on a fresh goroutine,
+	// whose stack stays as small as reading needs.
+	n.connWG.Add(1)
+	go func() {
+		defer n.connWG.Done()
+		c.readLoop(leftover)
+	}()
 }
 
 func (n *Node) handshake(c *Conn) ([]byte, bool) {

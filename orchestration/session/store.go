@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,11 +84,47 @@ type Store struct {
 	rdb    redis.UniversalClient
 	router Router
 	cfg    Config
+
+	// renewed is when this store last renewed each session history's TTL,
+	// so a busy session costs one PEXPIRE a renewal interval instead of
+	// one per event. Bounded: cleared when it reaches maxRenewed (the next
+	// event of each session then simply renews again).
+	renewMu sync.Mutex
+	renewed map[string]time.Time
 }
+
+// maxRenewed bounds Store.renewed.
+const maxRenewed = 65536
 
 // NewStore creates a store.
 func NewStore(rdb redis.UniversalClient, router Router, cfg Config) *Store {
-	return &Store{rdb: rdb, router: router, cfg: cfg.withDefaults()}
+	return &Store{rdb: rdb, router: router, cfg: cfg.withDefaults(), renewed: map[string]time.Time{}}
+}
+
+// needsRenewal reports whether the history of sessionID is due a TTL
+// renewal from this store (a tenth of the TTL, at most a minute, after the
+// last one) and records it as renewed now.
+func (s *Store) needsRenewal(sessionID string) bool {
+	now := s.cfg.Now()
+	every := min(s.cfg.TTL/10, time.Minute)
+	s.renewMu.Lock()
+	defer s.renewMu.Unlock()
+	if last, ok := s.renewed[sessionID]; ok && now.Sub(last) < every {
+		return false
+	}
+	if len(s.renewed) >= maxRenewed {
+		clear(s.renewed)
+	}
+	s.renewed[sessionID] = now
+	return true
+}
+
+// forgetRenewal makes the next event of sessionID renew its TTL (after a
+// failed write the renewal may not have happened).
+func (s *Store) forgetRenewal(sessionID string) {
+	s.renewMu.Lock()
+	delete(s.renewed, sessionID)
+	s.renewMu.Unlock()
 }
 
 // GroupName is the hub group of a session (shared by both hubs).
@@ -296,24 +333,34 @@ func (s *Store) Emit(ctx context.Context, sessionID, callerConn, target string, 
 	return id, nil
 }
 
-// record appends an event to the history and renews the session's TTL.
+// record appends an event to the history and, when due, renews the
+// history's TTL in the same round trip.
 func (s *Store) record(ctx context.Context, sessionID, target string, body []byte) (string, error) {
 	ts := s.cfg.Now().UnixMilli()
-	var add *redis.StringCmd
+	add := &redis.XAddArgs{
+		Stream: s.keyEvents(sessionID),
+		MaxLen: s.cfg.HistoryMaxLen,
+		Approx: true,
+		Values: []any{"t", target, "p", body, "ts", ts},
+	}
+	if !s.needsRenewal(sessionID) {
+		id, err := s.rdb.XAdd(ctx, add).Result()
+		if err != nil {
+			return "", fmt.Errorf("session: record %s: %w", target, err)
+		}
+		return id, nil
+	}
+	var cmd *redis.StringCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		add = p.XAdd(ctx, &redis.XAddArgs{
-			Stream: s.keyEvents(sessionID),
-			MaxLen: s.cfg.HistoryMaxLen,
-			Approx: true,
-			Values: []any{"t", target, "p", body, "ts", ts},
-		})
+		cmd = p.XAdd(ctx, add)
 		p.PExpire(ctx, s.keyEvents(sessionID), s.cfg.TTL)
 		return nil
 	})
 	if err != nil {
+		s.forgetRenewal(sessionID)
 		return "", fmt.Errorf("session: record %s: %w", target, err)
 	}
-	return add.Val(), nil
+	return cmd.Val(), nil
 }
 
 // injectEventID adds "eventId" as the first field of a JSON object.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/orchestratorchat/hubfarm/internal/testredis"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
@@ -215,4 +216,52 @@ func TestInjectEventID(t *testing.T) {
 			t.Errorf("inject(%s) = %s, want %s", in, got, want)
 		}
 	}
+}
+
+// TestHistoryTTLRenewal: every recorded event keeps the history alive, but a
+// busy session renews its TTL once per renewal interval, not per event.
+func TestHistoryTTLRenewal(t *testing.T) {
+	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
+		ctx := context.Background()
+		rdb := b.NewClient()
+		now := time.Unix(1_800_000_000, 0)
+		s := NewStore(rdb, &recordingRouter{}, Config{Prefix: "t", TTL: time.Hour, Now: func() time.Time { return now }})
+		key := s.keyEvents("s1")
+		ttl := func() time.Duration {
+			t.Helper()
+			d, err := rdb.PTTL(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+		if _, err := s.Emit(ctx, "s1", "", "T", map[string]int{"n": 1}); err != nil {
+			t.Fatal(err)
+		}
+		if d := ttl(); d < 59*time.Minute || d > time.Hour {
+			t.Fatalf("history TTL after the first event: %v, want about 1h", d)
+		}
+		// Within the renewal interval (TTL/10, at most a minute) further
+		// events leave the TTL alone: shorten it to see that.
+		if err := rdb.PExpire(ctx, key, 30*time.Second).Err(); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(50 * time.Second)
+		if _, err := s.Emit(ctx, "s1", "", "T", map[string]int{"n": 2}); err != nil {
+			t.Fatal(err)
+		}
+		if d := ttl(); d > 30*time.Second {
+			t.Fatalf("history TTL renewed within the interval: %v", d)
+		}
+		now = now.Add(20 * time.Second)
+		if _, err := s.Emit(ctx, "s1", "", "T", map[string]int{"n": 3}); err != nil {
+			t.Fatal(err)
+		}
+		if d := ttl(); d < 59*time.Minute {
+			t.Fatalf("history TTL after the interval: %v, want renewed to about 1h", d)
+		}
+		if n, _ := rdb.XLen(ctx, key).Result(); n != 3 {
+			t.Fatalf("history holds %d events, want 3", n)
+		}
+	})
 }

@@ -159,8 +159,9 @@ type Config struct {
 	// OnPublished, if set, receives the latency of every publication whose
 	// caller got its result: from the Publish call to Redis' answer (or to
 	// the failure of an item whose ctx ended while queued), queue wait
-	// included. Calls that gave up waiting are not observed. It runs on the
-	// publishing goroutine and must be cheap (a histogram observation).
+	// included; for Post, from the call to Redis' answer. Calls that gave
+	// up waiting are not observed. It runs on the publishing goroutine (for
+	// Post, the publisher's) and must be cheap (a histogram observation).
 	OnPublished func(d time.Duration)
 }
 

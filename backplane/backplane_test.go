@@ -536,3 +536,45 @@ func BenchmarkPublish(bm *testing.B) {
 	s := send.Stats()
 	bm.ReportMetric(float64(s.Published)/bm.Elapsed().Seconds(), "pub/s")
 }
+
+// TestPostKeepsOrder: Post does not wait for Redis, but its publications
+// keep their place among the node's Publish calls, and all arrive.
+func TestPostKeepsOrder(t *testing.T) {
+	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
+		checkGoroutines(t)
+		recv := startNode(t, b, "recv", nil)
+		send := startNode(t, b, "send", nil)
+		recv.mustRegister(t, "r1", "", "posted")
+
+		const n = 2000
+		ctx := context.Background()
+		for i := range n {
+			frame := []byte("m-" + strconv.Itoa(i))
+			var err error
+			if i%3 == 0 {
+				err = send.Publish(ctx, ScopeGroup, "posted", frame, "")
+			} else {
+				err = send.Post(ctx, ScopeGroup, "posted", frame, "")
+			}
+			if err != nil {
+				t.Fatalf("send %d: %v", i, err)
+			}
+		}
+		waitFor(t, 20*time.Second, "all publications", func() bool { return len(recv.deliveries()) >= n })
+		for i, d := range recv.deliveries() {
+			if want := "m-" + strconv.Itoa(i); string(d.Frame) != want {
+				t.Fatalf("delivery %d is %q, want %q (out of order or lost)", i, d.Frame, want)
+			}
+		}
+		waitFor(t, 5*time.Second, "posted publications counted", func() bool { return send.Stats().Published >= n })
+		if s := send.Stats(); s.PublishErrors != 0 {
+			t.Fatalf("sender stats %+v", s)
+		}
+		if err := send.Post(ctx, ScopeGroup, "posted", []byte("x"), ""); err != nil {
+			t.Fatalf("post: %v", err)
+		}
+		if err := send.Post(ctx, Scope(99), "posted", []byte("x"), ""); !errors.Is(err, ErrInvalidScope) {
+			t.Fatalf("post with a bad scope: %v", err)
+		}
+	})
+}

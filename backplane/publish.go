@@ -36,6 +36,33 @@ func (b *Backplane) Publish(ctx context.Context, scope Scope, key string, frame 
 	return nil
 }
 
+// Post is Publish without waiting for the round trip to Redis: it returns
+// once the publication is queued behind this node's earlier ones, waiting
+// only while the queue is full (until ctx ends). Order with every other
+// publication of this node is kept exactly as with Publish. It fails at
+// once when Redis is known to be unreachable; a later failure is counted
+// in Stats and logged, not returned. For senders whose answer does not
+// depend on other nodes having been reached (the event is already durable
+// elsewhere).
+func (b *Backplane) Post(ctx context.Context, scope Scope, key string, frame []byte, exclude string) error {
+	var ch string
+	switch scope {
+	case ScopeGroup:
+		ch = b.k.chGroup(key)
+	case ScopeUser:
+		ch = b.k.chUser(key)
+	case ScopeAll:
+		ch, key = b.k.chAll(), ""
+	default:
+		return fmt.Errorf("backplane: post: %w %d", ErrInvalidScope, scope)
+	}
+	e := envelope{kind: KindFrame, scope: scope, origin: b.cfg.NodeID, key: key, exclude: exclude}
+	if err := b.pub.post(ctx, ch, &e, frame); err != nil {
+		return fmt.Errorf("backplane: post: %w", err)
+	}
+	return nil
+}
+
 // PublishConnection sends frame to one connection on another node: it looks
 // up the node holding connID in the registry and sends to that node's
 // inbox. An id no node holds gives ErrUnknownConnection; a holding node that

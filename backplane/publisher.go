@@ -28,6 +28,9 @@ type publisher struct {
 	done    chan struct{} // closed when the goroutine exited
 	started bool          // set by start, read by stop (both under Backplane.lifeMu ordering)
 	seq     uint64        // publisher goroutine only
+	// lastPostWarn: unix nanos of the last failed-post log line (publisher
+	// goroutine only).
+	lastPostWarn int64
 }
 
 // pubItem is one queued publication.
@@ -37,6 +40,10 @@ type pubItem struct {
 	inbox   bool // to a node inbox: zero receivers is ErrNoReceiver
 	ctx     context.Context
 	done    chan error // capacity 1: the publisher never blocks on it
+	// posted: nobody waits for the result (post); the publisher counts
+	// it and recycles the item itself. ctx is nil then.
+	posted bool
+	start  time.Time // posted, with Config.OnPublished set: when it was queued
 }
 
 func newPublisher(b *Backplane) *publisher {
@@ -134,8 +141,61 @@ func (p *publisher) publish(ctx context.Context, ch string, e *envelope, frame [
 	}
 }
 
+// post queues like publish but returns once the publication is queued,
+// without waiting for its round trip; it waits only while the queue is
+// full (until ctx ends). The result is counted in Stats, and a failure
+// logged. Order with every other publication of this node is kept.
+func (p *publisher) post(ctx context.Context, ch string, e *envelope, frame []byte) error {
+	if err := p.b.usable(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	it := p.pool.Get().(*pubItem)
+	e.instance = p.b.instance
+	if n := e.encodedLen(frame); cap(it.payload) < n || cap(it.payload) > 4*n+1024 {
+		it.payload = make([]byte, 0, n)
+	}
+	it.payload = appendEnvelope(it.payload[:0], e, frame)
+	it.ch, it.inbox, it.ctx, it.posted = ch, false, nil, true
+	if p.b.cfg.OnPublished != nil {
+		it.start = time.Now()
+	}
+	select {
+	case p.q <- it:
+		return nil
+	case <-ctx.Done():
+		p.put(it)
+		return ctx.Err()
+	case <-p.done:
+		p.put(it)
+		return ErrClosed
+	}
+}
+
+// finish reports an item's result: to its waiting caller, or (posted)
+// to the log, recycling the item.
+func (p *publisher) finish(it *pubItem, err error) {
+	if !it.posted {
+		it.done <- err
+		return
+	}
+	if !it.start.IsZero() {
+		p.b.cfg.OnPublished(time.Since(it.start))
+	}
+	// At most one line a second: an outage fails a burst of them.
+	if now := time.Now().UnixNano(); err != nil && now-p.lastPostWarn > int64(time.Second) {
+		p.lastPostWarn = now
+		p.b.log.Warn("posted publication failed", "channel", it.ch, "err", err)
+	}
+	p.put(it)
+}
+
 func (p *publisher) put(it *pubItem) {
 	it.ctx = nil
+	it.posted = false
+	it.start = time.Time{}
 	p.pool.Put(it)
 }
 
@@ -176,8 +236,8 @@ func (p *publisher) failQueued() {
 	for {
 		select {
 		case it := <-p.q:
-			it.done <- ErrClosed
 			p.b.stats.publishErrors.Add(1)
+			p.finish(it, ErrClosed)
 		default:
 			return
 		}
@@ -192,6 +252,11 @@ func (p *publisher) send(batch []*pubItem, cmds []*redis.IntCmd) []*redis.IntCmd
 	var deadline time.Time
 	allDeadlines := true
 	for _, it := range batch {
+		if it.posted {
+			allDeadlines = false
+			live = append(live, it)
+			continue
+		}
 		if err := it.ctx.Err(); err != nil {
 			it.done <- err
 			p.b.stats.publishErrors.Add(1)
@@ -245,7 +310,7 @@ func (p *publisher) send(batch []*pubItem, cmds []*redis.IntCmd) []*redis.IntCmd
 		} else {
 			p.b.stats.published.Add(1)
 		}
-		it.done <- err
+		p.finish(it, err)
 	}
 	return cmds
 }

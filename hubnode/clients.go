@@ -29,6 +29,24 @@ func (n *Node) SendGroupExcept(ctx context.Context, group, exclude, target strin
 	return n.SendFrame(ctx, backplane.ScopeGroup, group, frame, exclude)
 }
 
+// PostGroupExcept is SendGroupExcept for senders that need not wait for
+// the other nodes: local members are served before it returns, and the
+// publication for the other nodes is queued (in order with every other
+// send of this node) rather than waited for. A failure to reach them is
+// counted and logged by the backplane, not returned.
+func (n *Node) PostGroupExcept(ctx context.Context, group, exclude, target string, args ...any) error {
+	frame, err := EncodeInvocation(target, args...)
+	if err != nil {
+		return err
+	}
+	n.deliverLocal(backplane.ScopeGroup, group, frame, exclude)
+	if err := n.bp.Post(ctx, backplane.ScopeGroup, group, frame, exclude); err != nil {
+		n.metrics.publishError()
+		return fmt.Errorf("hubnode: send to group: %w", err)
+	}
+	return nil
+}
+
 // SendUser sends a callback to every connection of user, farm-wide.
 func (n *Node) SendUser(ctx context.Context, user, target string, args ...any) error {
 	frame, err := EncodeInvocation(target, args...)

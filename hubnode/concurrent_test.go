@@ -23,6 +23,9 @@ type loneBackplane struct{}
 func (loneBackplane) Publish(context.Context, backplane.Scope, string, []byte, string) error {
 	return nil
 }
+func (loneBackplane) Post(context.Context, backplane.Scope, string, []byte, string) error {
+	return nil
+}
 func (loneBackplane) PublishConnection(context.Context, string, []byte) error { return nil }
 func (loneBackplane) PublishUserMembership(context.Context, string, string, bool) error {
 	return nil

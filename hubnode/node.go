@@ -31,6 +31,7 @@ import (
 // guarantees.
 type Backplane interface {
 	Publish(ctx context.Context, scope backplane.Scope, key string, frame []byte, exclude string) error
+	Post(ctx context.Context, scope backplane.Scope, key string, frame []byte, exclude string) error
 	PublishConnection(ctx context.Context, connID string, frame []byte) error
 	PublishUserMembership(ctx context.Context, user, group string, join bool) error
 	CloseConnection(ctx context.Context, connID, reason string) error

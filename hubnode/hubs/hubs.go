@@ -354,7 +354,9 @@ func (h *Hubs) sendSessionMessage(call *hubnode.Call, sessionID, content string)
 	if call.Conn().InGroup(session.GroupName(sessionID)) {
 		echo = call.ConnectionID()
 	}
-	if _, err := h.deps.Sessions.Emit(call.Context(), sessionID, echo, TargetReceiveSessionMessage, msg); err != nil {
+	// Post: the sender's answer depends on the event being recorded, not
+	// on other nodes having been reached.
+	if _, err := h.deps.Sessions.Post(call.Context(), sessionID, echo, TargetReceiveSessionMessage, msg); err != nil {
 		if errors.Is(err, session.ErrNotRecorded) {
 			h.deps.Logger.Warn("session message refused: history unavailable", "session", sessionID, "conn", call.ConnectionID(), "err", err)
 			return &hubnode.HubError{Message: "PROCESSING_ERROR: the message was not recorded (session storage unavailable); please retry.", Err: err}

@@ -42,6 +42,9 @@ type Router interface {
 	// SendGroupExcept sends a callback to every member connection of group
 	// except exclude.
 	SendGroupExcept(ctx context.Context, group, exclude, target string, args ...any) error
+	// PostGroupExcept is SendGroupExcept without waiting for the other
+	// nodes to be reached (order with the node's other sends is kept).
+	PostGroupExcept(ctx context.Context, group, exclude, target string, args ...any) error
 	// SendConnection sends a callback to one connection wherever it is.
 	SendConnection(ctx context.Context, connID, target string, args ...any) error
 	// AddUserToGroup puts every connection of user, on every node, in group.
@@ -301,6 +304,18 @@ func (s *Store) UserSessions(ctx context.Context, user string) ([]string, error)
 // set — to the caller once (the caller is excluded from the group send, so a
 // caller that is a member does not get it twice). It returns the event id.
 func (s *Store) Emit(ctx context.Context, sessionID, callerConn, target string, payload any) (string, error) {
+	return s.emit(ctx, sessionID, callerConn, target, payload, true)
+}
+
+// Post is Emit for a sender that does not wait for other nodes: it returns
+// once the event is recorded and queued for them (members on this node are
+// served before it returns). Order with this node's other sends is kept,
+// and members that miss it live find it in the history like any event.
+func (s *Store) Post(ctx context.Context, sessionID, callerConn, target string, payload any) (string, error) {
+	return s.emit(ctx, sessionID, callerConn, target, payload, false)
+}
+
+func (s *Store) emit(ctx context.Context, sessionID, callerConn, target string, payload any, wait bool) (string, error) {
 	body, err := json.Marshal(payload)
 	if err != nil {
 		return "", fmt.Errorf("session: emit %s: encode: %w", target, err)
@@ -317,7 +332,11 @@ func (s *Store) Emit(ctx context.Context, sessionID, callerConn, target string, 
 	withID := json.RawMessage(injectEventID(body, id))
 	group := GroupName(sessionID)
 	var errs []error
-	if err := s.router.SendGroupExcept(ctx, group, callerConn, target, withID); err != nil {
+	send := s.router.SendGroupExcept
+	if !wait {
+		send = s.router.PostGroupExcept
+	}
+	if err := send(ctx, group, callerConn, target, withID); err != nil {
 		errs = append(errs, err)
 	}
 	if callerConn != "" {

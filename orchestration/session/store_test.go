@@ -35,6 +35,10 @@ func (r *recordingRouter) SendGroupExcept(_ context.Context, group, exclude, tar
 	return r.fail
 }
 
+func (r *recordingRouter) PostGroupExcept(ctx context.Context, group, exclude, target string, args ...any) error {
+	return r.SendGroupExcept(ctx, group, exclude, target, args...)
+}
+
 func (r *recordingRouter) SendConnection(_ context.Context, conn, target string, args ...any) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -1,0 +1,128 @@
+package hubnode_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/gorilla/websocket"
+
+	"github.com/orchestratorchat/hubfarm/hubnode"
+)
+
+// BenchmarkFanOut measures the node's local fan-out path: one SendGroup to
+// a group of 20 WebSocket members (serialised once, queued to each
+// member, written by the members' writers) until every member's client has
+// read it. The clients are bare WebSockets that count records without
+// decoding them, so the figure is the node's work plus the loopback
+// socket writes and reads. ns/op is per send; ns/delivery divides it by 20.
+//
+//	go test -run '^$' -bench BenchmarkFanOut -benchmem ./hubnode/
+func BenchmarkFanOut(b *testing.B) {
+	const members = 20
+	gin.SetMode(gin.ReleaseMode)
+	node, err := hubnode.New(hubnode.Config{NodeID: "bench", TokenSecret: []byte("x"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	node.SetBackplane(loneBackplane{})
+	hub := node.AddHub("Bench", "/hub")
+	hub.Method("Join", func(call *hubnode.Call) error {
+		return node.AddToGroup(call.Context(), call.ConnectionID(), "g")
+	})
+	if err := node.Start(); err != nil {
+		b.Fatal(err)
+	}
+	r := gin.New()
+	node.Routes(r)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = node.Shutdown(ctx)
+	}()
+
+	var received atomic.Int64
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/hub"
+	for range members {
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ws.Close()
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("{\"protocol\":\"json\",\"version\":1}\x1e")); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := ws.ReadMessage(); err != nil { // handshake reply
+			b.Fatal(err)
+		}
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("{\"type\":1,\"invocationId\":\"1\",\"target\":\"Join\",\"arguments\":[]}\x1e")); err != nil {
+			b.Fatal(err)
+		}
+		for joined := false; !joined; {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				b.Fatal(err)
+			}
+			joined = bytes.Contains(msg, []byte(`"type":3`))
+		}
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				_, rd, err := ws.NextReader()
+				if err != nil {
+					return
+				}
+				for {
+					n, err := rd.Read(buf)
+					received.Add(int64(bytes.Count(buf[:n], []byte{0x1e})))
+					if err != nil {
+						break
+					}
+				}
+			}
+		}()
+	}
+	payload := map[string]any{"content": strings.Repeat("x", 100), "sessionId": "s"}
+	ctx := context.Background()
+	await := func(want int64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for received.Load() < want {
+			if time.Now().After(deadline) {
+				b.Fatalf("received %d of %d records", received.Load(), want)
+			}
+			runtime.Gosched()
+		}
+	}
+	run := func(b *testing.B, window int64) {
+		start := received.Load()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := node.SendGroup(ctx, "g", "ReceiveSessionMessage", payload); err != nil {
+				b.Fatal(err)
+			}
+			// Stay within the members' send queues (a member that falls
+			// too far behind is closed as a slow consumer).
+			await(start + (int64(i)+1-window)*members)
+		}
+		await(start + int64(b.N)*members)
+		b.StopTimer()
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(int64(b.N)*members), "ns/delivery")
+	}
+	// One send at a time: every record is its own socket write, as at
+	// 20 messages/s per member.
+	b.Run("one-at-a-time", func(b *testing.B) { run(b, 1) })
+	// Up to 256 sends in flight: the writers batch queued records.
+	b.Run("burst", func(b *testing.B) { run(b, 256) })
+}

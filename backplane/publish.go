@@ -102,13 +102,18 @@ func (b *Backplane) toConnection(ctx context.Context, kind Kind, connID, arg str
 // KindLeaveGroup on the user's channel, Key = user, Arg = group. The
 // receiving nodes apply it with JoinGroup/LeaveGroup; the caller applies it
 // to its own local connections itself.
+//
+// Like Post, it returns once the message is queued (in order with this
+// node's other publications), not after the round trip: the other nodes
+// apply it as they receive it whatever the caller waits for, so waiting
+// would only slow every session join down.
 func (b *Backplane) PublishUserMembership(ctx context.Context, user, group string, join bool) error {
 	kind := KindLeaveGroup
 	if join {
 		kind = KindJoinGroup
 	}
 	e := envelope{kind: kind, scope: ScopeUser, origin: b.cfg.NodeID, key: user, arg: group}
-	if err := b.pub.publish(ctx, b.k.chUser(user), &e, nil, false); err != nil {
+	if err := b.pub.post(ctx, b.k.chUser(user), &e, nil); err != nil {
 		return fmt.Errorf("backplane: publish user membership: %w", err)
 	}
 	return nil

@@ -189,18 +189,7 @@ func (s *Store) addUserSession(ctx context.Context, user, id string) error {
 
 // Get loads a session.
 func (s *Store) Get(ctx context.Context, id string) (contract.Session, error) {
-	data, err := s.rdb.HGet(ctx, s.keySession(id), "data").Bytes()
-	if errors.Is(err, redis.Nil) {
-		return contract.Session{}, ErrNotFound
-	}
-	if err != nil {
-		return contract.Session{}, fmt.Errorf("session: get: %w", err)
-	}
-	var sess contract.Session
-	if err := json.Unmarshal(data, &sess); err != nil {
-		return contract.Session{}, fmt.Errorf("session: get: decode: %w", err)
-	}
-	return sess, nil
+	return decodeSession(s.rdb.HGet(ctx, s.keySession(id), "data"))
 }
 
 // Exists reports whether the session is stored.
@@ -229,16 +218,38 @@ func (s *Store) Owner(ctx context.Context, id string) (string, error) {
 // ErrNotFound, after joining, when no session record exists: like the
 // original hub, joining an unknown id still joins its group.
 func (s *Store) Join(ctx context.Context, user, id string) (contract.Session, error) {
-	if _, err := s.rdb.SAdd(ctx, s.keyMembers(id), user).Result(); err != nil {
+	// One round trip records the membership and reads the session.
+	var data *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, s.keyMembers(id), user)
+		p.SAdd(ctx, s.keyUserSessions(user), id)
+		p.PExpire(ctx, s.keyUserSessions(user), s.cfg.TTL)
+		data = p.HGet(ctx, s.keySession(id), "data")
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return contract.Session{}, fmt.Errorf("session: join: %w", err)
-	}
-	if err := s.addUserSession(ctx, user, id); err != nil {
-		return contract.Session{}, err
 	}
 	if err := s.router.AddUserToGroup(ctx, user, GroupName(id)); err != nil {
 		return contract.Session{}, fmt.Errorf("session: join group: %w", err)
 	}
-	return s.Get(ctx, id)
+	return decodeSession(data)
+}
+
+// decodeSession turns the reply of HGET key data into a Session.
+func decodeSession(cmd *redis.StringCmd) (contract.Session, error) {
+	raw, err := cmd.Bytes()
+	if errors.Is(err, redis.Nil) {
+		return contract.Session{}, ErrNotFound
+	}
+	if err != nil {
+		return contract.Session{}, fmt.Errorf("session: get: %w", err)
+	}
+	var sess contract.Session
+	if err := json.Unmarshal(raw, &sess); err != nil {
+		return contract.Session{}, fmt.Errorf("session: get: decode: %w", err)
+	}
+	return sess, nil
 }
 
 // Leave takes the user's connections out of the session group and stops

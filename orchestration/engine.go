@@ -115,10 +115,11 @@ func (e *Engine) Stats() Stats {
 		MessagesAnswered: s.answered.Load(), MessagesFailed: s.unanswered.Load()}
 }
 
-// Start creates the job stream's consumer group if needed and starts
-// cfg.Workers workers, the reclaimer and the scheduler (none of them when
-// Workers is 0). ctx's values are kept for Redis calls; its cancellation is
-// ignored: stop the engine with Shutdown. Start may be called once.
+// Start creates the job streams' consumer groups if needed and starts
+// cfg.Workers workers, the readers of every partition's stream, the
+// reclaimer and the scheduler (none of them when Workers is 0). ctx's
+// values are kept for Redis calls; its cancellation is ignored: stop the
+// engine with Shutdown. Start may be called once.
 func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()

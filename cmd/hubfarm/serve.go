@@ -31,6 +31,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		visibility  time.Duration
 		negotiateIP float64
 		debugListen string
+		partitions  int
 	)
 	f.String(&listen, "listen", ":8080", "HTTP listen address (hubs, /metrics, /healthz, /readyz)")
 	f.String(&redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis: redis://host:port/db (or rediss://), redis-sentinel://s1:26379,s2:26379/master, or redis-cluster://h1:7000,h2:7001,h3:7002")
@@ -42,6 +43,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.String(&sandboxRoot, "sandbox-root", "", "directory that tools (ExecuteTool) and command agents are confined to; sessions' working directories are relative to it (no tools without it)")
 	f.Duration(&visibility, "job-visibility-timeout", 30*time.Second, "a running job not refreshed for this long (its node died) is taken over by another node")
 	f.Float(&negotiateIP, "negotiate-rate-per-ip", 20, "negotiate and WebSocket requests per second one client IP may make (burst: twice that); behind a load balancer every request comes from its address: raise this and limit per client at the balancer")
+	f.Int(&partitions, "job-partitions", 0, "job streams of the orchestration engine; every node of a farm must use the same value (default: 1 on one server or Sentinel, 4 on Redis Cluster, where each partition lives on its own hash tag)")
 	f.String(&debugListen, "debug-listen", "", "address serving Go runtime profiles at /debug/pprof/ (off when empty; keep it private, e.g. 127.0.0.1:6060)")
 	af.register(f)
 	nf.register(f, "json")
@@ -96,7 +98,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		NodeID: nodeID, Listen: listen, Prefix: nf.prefix, TokenSecret: []byte(tokenSecret),
 		DevTrustUserParam: nf.devTrustUserParam, Auth: verifier, HeartbeatInterval: nf.heartbeat, DrainWindow: nf.drainWindow,
 		Hub: hcfg, Logger: log, Agents: catalog, Engine: orchestration.Config{VisibilityTimeout: visibility},
-		ToolsRoot: sandboxRoot, Tools: tools.Config{EnableBash: nf.enableBash},
+		ToolsRoot: sandboxRoot, Tools: tools.Config{EnableBash: nf.enableBash}, JobPartitions: partitions,
 	}, rdb)
 	if err != nil {
 		return err

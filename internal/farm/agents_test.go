@@ -295,7 +295,7 @@ func TestAgentMessagesAcrossNodes(t *testing.T) {
 				t.Fatalf("eve, in neither group, received %d callbacks", n)
 			}
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestStreamAgentMessage: StreamAgentMessage returns the chunks and then
@@ -514,7 +514,7 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 		if n := len(bob.approvals.snapshot()); n != 3 {
 			t.Fatalf("%d approval requests, want 3 (none for the read)", n)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestAgentAnswersOnSecuredFarm: with authentication, an agent subscriber

@@ -241,7 +241,7 @@ func TestSessionMessagesAcrossNodes(t *testing.T) {
 		if len(rest) != n-50 {
 			t.Fatalf("history after event 50: %d events, want %d", len(rest), n-50)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 // TestNegotiateOnOneNodeWebSocketOnAnother: no sticky sessions.
@@ -281,7 +281,7 @@ func TestNegotiateOnOneNodeWebSocketOnAnother(t *testing.T) {
 		if resp.StatusCode != http.StatusNotFound {
 			t.Fatalf("forged token: status %d, want 404", resp.StatusCode)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 func TestMain(m *testing.M) {

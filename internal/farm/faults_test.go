@@ -112,7 +112,7 @@ func TestKilledNodeIsCleanedUp(t *testing.T) {
 		// The survivors keep serving.
 		invoke(t, alice, nil, "SendSessionMessage", sid, "after-kill")
 		waitFor(t, 5*time.Second, "bob receives after the kill", func() bool { return len(bobMsgs.snapshot()) == 1 })
-	})
+	}, testredis.WithCluster())
 }
 
 func contains(list []string, s string) bool {

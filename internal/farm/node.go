@@ -25,6 +25,7 @@ import (
 	"github.com/orchestratorchat/hubfarm/hubnode"
 	"github.com/orchestratorchat/hubfarm/hubnode/auth"
 	"github.com/orchestratorchat/hubfarm/hubnode/hubs"
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 	"github.com/orchestratorchat/hubfarm/metrics"
 	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
@@ -60,6 +61,13 @@ type NodeConfig struct {
 	// Default 4; NoWorkers makes the node serve the API only.
 	Workers   int
 	NoWorkers bool
+	// JobPartitions is the number of job streams of the orchestration
+	// engine (orchestration.Config.Partitions). Default 1 on one server or
+	// Sentinel, DefaultClusterJobPartitions on Redis Cluster, where each
+	// partition lives under its own hash tag so the engine's scripts stay
+	// within one slot and the job load spreads over the masters. Every node
+	// of a farm must use the same value; a node's Workers are raised to it.
+	JobPartitions int
 	// Engine tunes the orchestration engine (timeouts, retries); Prefix,
 	// NodeID and Workers are filled in from the fields above.
 	Engine orchestration.Config
@@ -80,6 +88,9 @@ type NodeConfig struct {
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
 }
+
+// DefaultClusterJobPartitions is NodeConfig.JobPartitions on Redis Cluster.
+const DefaultClusterJobPartitions = 4
 
 // Node is a running hub node.
 type Node struct {
@@ -191,8 +202,15 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	if cfg.Agents == nil {
 		cfg.Agents = DefaultAgents()
 	}
+	cluster := redisconn.TopologyOf(rdb) == redisconn.Cluster
 	ecfg := cfg.Engine
 	ecfg.Prefix, ecfg.NodeID = cfg.Prefix, cfg.NodeID
+	switch {
+	case cfg.JobPartitions > 0:
+		ecfg.Partitions = cfg.JobPartitions
+	case ecfg.Partitions == 0 && cluster:
+		ecfg.Partitions = DefaultClusterJobPartitions
+	}
 	ecfg.Observer = metrics.NewEngine(reg, metrics.EngineLabels{
 		JobKinds: orchestration.JobKinds(), PlanOutcomes: orchestration.PlanOutcomes()})
 	switch {
@@ -202,6 +220,10 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 		ecfg.Workers = cfg.Workers
 	default:
 		ecfg.Workers = 4
+	}
+	if ecfg.Workers > 0 && ecfg.Workers < ecfg.Partitions {
+		// Each partition's reader waits for a free worker of its own.
+		ecfg.Workers = ecfg.Partitions
 	}
 	router := hubs.EngineRouter{Node: hn, Sessions: store, Members: bp.GroupMembers, OpenSessions: cfg.Auth == nil,
 		ConnectionUser: func(ctx context.Context, connID string) (string, error) {
@@ -342,11 +364,12 @@ func (n *Node) Ready(ctx context.Context) error {
 
 // watchBackplane asks the node's clients to reconnect whenever the
 // backplane's subscription connection was lost and re-established (a Redis
-// restart or a network break): frames the other nodes published meanwhile
-// never reached this node, so its clients may have missed session events
-// that the history holds. Each client is closed with allowReconnect, spread
-// over the drain window (10s without one), reconnects anywhere, and catches
-// up with GetSessionHistory. The loop ends when the node drains or is killed.
+// restart, a failover or a network break) and the node is ready end to end
+// again: frames the other nodes published meanwhile never reached this
+// node, so its clients may have missed session events that the history
+// holds. Each client is closed with allowReconnect, spread over the drain
+// window (10s without one), reconnects anywhere, and catches up with
+// GetSessionHistory. The loop ends when the node drains or is killed.
 func (n *Node) watchBackplane() {
 	interval := n.cfg.HeartbeatInterval
 	if interval <= 0 {
@@ -359,6 +382,10 @@ func (n *Node) watchBackplane() {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	last := n.BP.Stats().Reconnects
+	// settle is how long the node must stay ready before its clients are
+	// asked to reconnect (see below).
+	settle := max(interval, 1500*time.Millisecond)
+	var readySince time.Time
 	stopRecycle := func() {}
 	defer func() { stopRecycle() }()
 	for range t.C {
@@ -369,6 +396,25 @@ func (n *Node) watchBackplane() {
 		if r == last {
 			continue
 		}
+		// Ask the clients back only once the node has worked end to end for
+		// a while: right after an outage or a failover the Redis client
+		// still fails new connections fast (go-redis' pool, after repeated
+		// dial errors, tries dialling again only once a second), and a
+		// client reconnecting then would not get its sessions back.
+		readyCtx, cancelReady := context.WithTimeout(context.Background(), max(interval, time.Second))
+		err := n.BP.Ready(readyCtx)
+		cancelReady()
+		if err != nil {
+			readySince = time.Time{}
+			continue
+		}
+		if readySince.IsZero() {
+			readySince = time.Now()
+		}
+		if time.Since(readySince) < settle {
+			continue
+		}
+		readySince = time.Time{}
 		last = r
 		n.log.Warn("backplane subscription restored: asking clients to reconnect and catch up from the session history",
 			"connections", n.Hub.ConnectionCount(), "window", window)
@@ -479,7 +525,15 @@ func newTools(cfg NodeConfig, rdb redis.UniversalClient, log *slog.Logger, m *me
 		_ = executor.Close()
 		return nil, nil, fmt.Errorf("farm: tool approval policy: %w", err)
 	}
-	approvals := tools.NewApprovals(rdb, policy, tools.ApprovalsConfig{Prefix: cfg.Prefix, Logger: log,
+	prefix := cfg.Prefix
+	if redisconn.TopologyOf(rdb) == redisconn.Cluster {
+		// The approval scripts touch an approval's record and its
+		// session's pending set together: on Redis Cluster a hash tag puts
+		// every approval key in one slot (approvals are few; one shard
+		// carries them easily).
+		prefix = "{" + prefix + "}"
+	}
+	approvals := tools.NewApprovals(rdb, policy, tools.ApprovalsConfig{Prefix: prefix, Logger: log,
 		OnOutcome: func(r tools.ApprovalResult) { m.Observe(r.Outcome()) }})
 	return executor, approvals, nil
 }

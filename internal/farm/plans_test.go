@@ -99,7 +99,7 @@ func TestPlanAcrossNodes(t *testing.T) {
 		if state.Status != "completed" {
 			t.Fatalf("plan status %q", state.Status)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 func recordOn(c interface {

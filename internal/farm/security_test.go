@@ -158,7 +158,7 @@ func TestSessionAuthorisation(t *testing.T) {
 		if n := len(malloryMsgs.snapshot()); n != 1 {
 			t.Fatalf("mallory received %d messages; only the one sent while she was a member was hers", n)
 		}
-	})
+	}, testredis.WithCluster())
 }
 
 func TestStolenConnectionTokenRefused(t *testing.T) {

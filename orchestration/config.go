@@ -33,6 +33,9 @@ type Config struct {
 	// Workers is the number of concurrent step runners Start launches
 	// (DefaultConfig: DefaultWorkers; 0 = none, and then no reader,
 	// reclaimer or scheduler runs either: the node only serves the API).
+	// Every worker holds a Redis connection while it waits for a job (a
+	// blocked read) or runs one, so the client's pool needs more than
+	// Workers connections.
 	Workers int
 	// VisibilityTimeout is how long a delivered job may go without a claim
 	// refresh before another node's reclaimer takes it over (30s).

@@ -133,6 +133,10 @@ func (s *Store) forgetRenewal(sessionID string) {
 // GroupName is the hub group of a session (shared by both hubs).
 func GroupName(sessionID string) string { return "session-" + sessionID }
 
+// A session's keys share its hash tag ({id}): the MULTI of Create and every
+// history write stay within one Redis Cluster slot. A user's session set has
+// its own slot, so it is written by separate commands (plain pipelines),
+// never inside a transaction or script with the session's keys.
 func (s *Store) keySession(id string) string     { return s.cfg.Prefix + ":session:{" + id + "}" }
 func (s *Store) keyMembers(id string) string     { return s.cfg.Prefix + ":session:{" + id + "}:members" }
 func (s *Store) keyEvents(id string) string      { return s.cfg.Prefix + ":session:{" + id + "}:events" }

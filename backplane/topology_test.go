@@ -186,12 +186,12 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 	return true
 }
 
-// TestSentinelFailover: two nodes on a Sentinel-managed primary; the primary
-// is killed; within the failover time plus a few seconds every group
+// TestSentinelFailover: two nodes on a Sentinel-managed primary watched by
+// three sentinels (quorum two); the primary is killed; within the failover time plus a few seconds every group
 // delivers again through the promoted replica and both nodes are ready,
 // and messages sent after the recovery reach every member.
 func TestSentinelFailover(t *testing.T) {
-	ss := testredis.StartSentinel(t, 1)
+	ss := testredis.StartSentinel(t, 3)
 	checkGoroutines(t)
 	a := startNodeOn(t, ss.NewClient(), "a", nil)
 	bn := startNodeOn(t, ss.NewClient(), "b", nil)

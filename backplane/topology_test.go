@@ -305,3 +305,65 @@ func TestShardedChannelNames(t *testing.T) {
 		t.Fatalf("a brace in a group name changed the slot of %q", ch)
 	}
 }
+
+// TestClusterReadyPerBucket: when the sharded subscriptions on one master
+// are lost and Redis refuses to restore them (its ACL forbids SSUBSCRIBE;
+// the other masters are fine), Ready is red: its probe goes through every
+// bucket's connection. Once the master accepts them again the buckets are
+// re-subscribed, Ready is green and delivery through them resumes.
+func TestClusterReadyPerBucket(t *testing.T) {
+	cl := testredis.StartCluster(t)
+	checkGoroutines(t)
+	b := testredis.Backend{Name: "redis-cluster", Cluster: cl}
+	a := startNode(t, b, "a", nil)
+	other := startNode(t, b, "other", nil)
+	masters := masterClients(t, cl)
+	ctx := ctxT(t, 60*time.Second)
+	// A group whose bucket lives on master 0.
+	group := ""
+	for i := 0; group == ""; i++ {
+		g := "g" + strconv.Itoa(i)
+		slot := testredis.Slot(a.k.chGroup(g))
+		slots, err := masters[0].ClusterSlots(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range slots {
+			if int(s.Start) <= slot && slot <= int(s.End) && s.Nodes[0].Addr == cl.Masters[0].Addr() {
+				group = g
+			}
+		}
+	}
+	a.mustRegister(t, "a1", "ann", group)
+	if err := a.Ready(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := masters[0].Do(ctx, "ACL", "SETUSER", "default", "-ssubscribe").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := masters[0].Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var red error
+	waitFor(t, 10*time.Second, "ready to fail", func() bool {
+		red = a.Ready(ctxT(t, 500*time.Millisecond))
+		return red != nil
+	})
+	if !strings.Contains(red.Error(), "bucket") {
+		t.Fatalf("ready error does not name the bucket: %v", red)
+	}
+	t.Logf("red: %v", red)
+	for i := range 3 { // and it stays red
+		if err := a.Ready(ctxT(t, 500*time.Millisecond)); err == nil {
+			t.Fatalf("ready while one master refuses the sharded subscriptions (check %d)", i)
+		}
+	}
+	if err := masters[0].Do(ctx, "ACL", "SETUSER", "default", "+ssubscribe").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "ready after the master accepts subscriptions again", func() bool {
+		return a.Ready(ctxT(t, time.Second)) == nil
+	})
+	other.mustPublish(t, ScopeGroup, group, "healed", "")
+	a.waitDelivery(t, 5*time.Second, "delivery through the restored bucket", frameIs("healed"))
+}

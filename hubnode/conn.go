@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -20,7 +21,9 @@ import (
 //
 // Goroutines: one read loop for the life of the connection; a decoder only
 // while read messages wait to be decoded; a writer only while records are
-// queued; a dispatcher only while invocations are queued;
+// queued that the queuing goroutine could not write at once (a busy or
+// slow connection, see socketwrite.go); a dispatcher only while
+// invocations are queued;
 // one per running stream and per running ConcurrentMethod invocation. All
 // end when the connection closes.
 type Conn struct {
@@ -31,6 +34,10 @@ type Conn struct {
 	remote      string
 	connectedAt time.Time
 	ws          *websocket.Conn
+	raw         syscall.RawConn // the TCP socket, for non-blocking writes; nil if it offers none
+	rw          *rawWriter      // set with raw
+	writeMu     sync.Mutex      // one frame at a time on the socket (socketwrite.go)
+	partial     []byte          // the unwritten rest of a frame; owned by whoever holds the drain
 	queue       *sendQueue
 	limiter     *rate.Limiter // invocations per second
 	limitLogged atomic.Bool   // one log line per connection when throttled
@@ -118,7 +125,7 @@ func (c *Conn) Close(reason DisconnectReason) { c.closeWith(reason) }
 func (c *Conn) sendFrame(frame []byte) bool {
 	switch c.queue.push(frame) {
 	case pushStartWriter:
-		go c.writeLoop()
+		c.startWriting()
 		return true
 	case pushQueued:
 		return true
@@ -165,7 +172,18 @@ func (c *Conn) closeReason() DisconnectReason {
 
 // writeLoop drains the queue, batching queued records into one WebSocket
 // message of at most MaxBatchBytes, and exits when the queue is empty.
+// It is the blocking half of the write path (see socketwrite.go): it
+// finishes a frame an inline write left partly written, then writes with a
+// deadline, and owns the close sequence.
 func (c *Conn) writeLoop() {
+	if c.partial != nil {
+		err := c.writeBlocking(c.partial)
+		c.partial = nil
+		if err != nil {
+			c.writeFailed(err)
+			return
+		}
+	}
 	var batch [][]byte
 	for {
 		var closed, ok bool
@@ -177,15 +195,17 @@ func (c *Conn) writeLoop() {
 			}
 			return
 		}
-		if err := c.writeBatch(batch); err != nil {
-			c.node.log.Debug("write failed", "conn", c.id, "err", err)
-			c.node.metrics.dropped(c.queue.discard())
-			c.queue.writerExit()
-			c.closeWith(ReasonWriteError)
-			_ = c.ws.NetConn().Close()
+		bp := framePool.Get().(*[]byte)
+		frame := appendTextFrame((*bp)[:0], batch)
+		size := len(frame) - frameHeaderLen(len(frame))
+		err := c.writeBlocking(frame)
+		putFrame(bp, frame)
+		if err != nil {
+			c.writeFailed(err)
 			return
 		}
-		c.node.metrics.batchWritten(len(batch))
+		c.wrote(size, len(batch))
+		clear(batch)
 		if closed {
 			c.finishClose()
 			c.queue.writerExit()
@@ -194,32 +214,10 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-func (c *Conn) writeBatch(batch [][]byte) error {
-	_ = c.ws.SetWriteDeadline(c.node.cfg.Now().Add(c.node.cfg.WriteTimeout))
-	w, err := c.ws.NextWriter(websocket.TextMessage)
-	if err != nil {
-		return err
-	}
-	n := 0
-	for _, f := range batch {
-		if _, err := w.Write(f); err != nil {
-			return err
-		}
-		n += len(f)
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	c.lastWrite.Store(c.node.cfg.Now().UnixNano())
-	c.node.metrics.bytesOut(n, len(batch))
-	return nil
-}
-
 // finishClose sends the WebSocket close frame after the final record and
 // closes the socket; the read loop then ends and tears the connection down.
 func (c *Conn) finishClose() {
-	deadline := c.node.cfg.Now().Add(time.Second)
-	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), deadline)
+	_ = c.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 	_ = c.ws.NetConn().Close()
 }
 

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -406,6 +407,12 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		ws:      ws, queue: newSendQueue(n.cfg.SendQueueFrames, n.cfg.SendQueueBytes),
 		ctx: ctx, cancel: cancel, torn: make(chan struct{}),
 	}
+	if sc, ok := ws.NetConn().(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw, c.rw = raw, newRawWriter()
+		}
+	}
+	c.installControlHandlers()
 	n.log.Debug("websocket accepted", "conn", c.id, "hub", h.name, "user", ident.User, "request_id", requestID(r), "remote", r.RemoteAddr)
 	n.connWG.Add(1)
 	go n.runConn(c)
@@ -649,34 +656,38 @@ func (n *Node) HandleDelivery(d backplane.Delivery) {
 
 // deliverLocal queues frame to the local targets of scope/key.
 func (n *Node) deliverLocal(scope backplane.Scope, key string, frame []byte, exclude string) int {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	count := 0
-	send := func(set map[*Conn]struct{}) {
+	// Collect the targets under the lock and send after releasing it: a
+	// send may write to the socket (socketwrite.go), and joins and
+	// connects must not wait behind a group's writes.
+	var arr [64]*Conn
+	targets := arr[:0]
+	add := func(set map[*Conn]struct{}) {
 		for c := range set {
 			if c.id != exclude {
-				c.sendFrame(frame)
-				count++
+				targets = append(targets, c)
 			}
 		}
 	}
+	n.mu.RLock()
 	switch scope {
 	case backplane.ScopeGroup:
-		send(n.groups[key])
+		add(n.groups[key])
 	case backplane.ScopeUser:
-		send(n.users[key])
+		add(n.users[key])
 	case backplane.ScopeAll:
 		for _, c := range n.conns {
 			if c.id != exclude {
-				c.sendFrame(frame)
-				count++
+				targets = append(targets, c)
 			}
 		}
 	case backplane.ScopeConnection:
 		if c, ok := n.conns[key]; ok {
-			c.sendFrame(frame)
-			count++
+			targets = append(targets, c)
 		}
 	}
-	return count
+	n.mu.RUnlock()
+	for _, c := range targets {
+		c.sendFrame(frame)
+	}
+	return len(targets)
 }

@@ -107,6 +107,10 @@ func (q *sendQueue) pushFinal(frame []byte) pushResult {
 func (q *sendQueue) take(dst [][]byte, maxBytes int) (out [][]byte, closed bool, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.takeLocked(dst, maxBytes)
+}
+
+func (q *sendQueue) takeLocked(dst [][]byte, maxBytes int) (out [][]byte, closed bool, ok bool) {
 	if len(q.frames) == 0 {
 		if !q.closed {
 			q.exitLocked()
@@ -130,6 +134,43 @@ func (q *sendQueue) take(dst [][]byte, maxBytes int) (out [][]byte, closed bool,
 	}
 	q.bytes -= size
 	return dst, q.closed && len(q.frames) == 0, true
+}
+
+// takeState is what takeOpen found.
+type takeState int
+
+const (
+	takeGot     takeState = iota // records were taken
+	takeEmpty                    // nothing queued: the drain is released
+	takeClosing                  // the queue is closed: nothing taken, the drain kept for the writer goroutine
+)
+
+// takeOpen is take for an inline writer (startWriting): it leaves a closed
+// queue alone, so the final record and the close stay with the writer
+// goroutine.
+func (q *sendQueue) takeOpen(dst [][]byte, maxBytes int) ([][]byte, takeState) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return dst, takeClosing
+	}
+	out, _, ok := q.takeLocked(dst, maxBytes)
+	if !ok {
+		return out, takeEmpty // takeLocked released the drain
+	}
+	return out, takeGot
+}
+
+// releaseIfIdle releases the drain when nothing is queued and the queue is
+// open, and reports whether it did; otherwise the caller still owns it.
+func (q *sendQueue) releaseIfIdle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) > 0 || q.closed {
+		return false
+	}
+	q.exitLocked()
+	return true
 }
 
 // writerExit releases the drain after a writer stopped early (write error)

@@ -195,11 +195,11 @@ func (c *Conn) writeLoop() {
 			}
 			return
 		}
-		bp := framePool.Get().(*[]byte)
+		bp := c.node.frames.Get().(*[]byte)
 		frame := appendTextFrame((*bp)[:0], batch)
 		size := len(frame) - frameHeaderLen(len(frame))
 		err := c.writeBlocking(frame)
-		putFrame(bp, frame)
+		c.node.putFrame(bp, frame)
 		if err != nil {
 			c.writeFailed(err)
 			return

@@ -68,6 +68,7 @@ type Node struct {
 	metrics  nodeMetrics
 	bp       Backplane
 	upgrader websocket.Upgrader
+	frames   *sync.Pool // *[]byte buffers for assembling a frame (socketwrite.go)
 
 	hubs []*Hub
 
@@ -105,6 +106,7 @@ func New(cfg Config, m *metrics.Node) (*Node, error) {
 		controlHandlers: map[string]func([]byte){},
 		stop:            make(chan struct{}),
 		ipLimits:        newIPLimiter(cfg.NegotiateRatePerIP),
+		frames:          newFramePool(),
 	}
 	n.upgrader = websocket.Upgrader{ // after n exists: CheckOrigin reads its config
 		// Clients send little (invocations, pings): a small read buffer,

@@ -29,8 +29,11 @@ import (
 // writeMu keeps frames whole on the wire: every data write, and the pong
 // and close frames gorilla writes (WriteControl), hold it.
 
-// framePool holds buffers for assembling one WebSocket frame.
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// newFramePool makes a node's pool of buffers for assembling one
+// WebSocket frame (Node.frames).
+func newFramePool() *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+}
 
 // inlineIdle: a connection not written to for this long gets its next
 // record written inline (startWriting).
@@ -81,7 +84,7 @@ func (c *Conn) startWriting() {
 		go c.writeLoop()
 		return
 	}
-	bp := framePool.Get().(*[]byte)
+	bp := c.node.frames.Get().(*[]byte)
 	frame := appendTextFrame((*bp)[:0], batch)
 	n, err := c.tryWrite(frame)
 	if err == nil && n < len(frame) {
@@ -89,7 +92,7 @@ func (c *Conn) startWriting() {
 		c.partial = append([]byte(nil), frame[n:]...)
 	}
 	size := len(frame) - frameHeaderLen(len(frame))
-	putFrame(bp, frame)
+	c.node.putFrame(bp, frame)
 	clear(batch)
 	if err != nil {
 		c.writeFailed(err)
@@ -114,10 +117,10 @@ func frameHeaderLen(frameLen int) int {
 	return 10
 }
 
-func putFrame(bp *[]byte, frame []byte) {
+func (n *Node) putFrame(bp *[]byte, frame []byte) {
 	if cap(frame) <= maxPooledFrame {
 		*bp = frame[:0]
-		framePool.Put(bp)
+		n.frames.Put(bp)
 	}
 }
 

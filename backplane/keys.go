@@ -3,6 +3,8 @@ package backplane
 import (
 	"strconv"
 	"strings"
+
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 )
 
 // keys names every Redis key and channel of one farm (prefix P):
@@ -46,18 +48,8 @@ type keys struct {
 func newKeys(p string, buckets int) keys {
 	k := keys{p: p, buckets: buckets}
 	for i := range buckets {
-		lo, hi := i*clusterSlots/buckets, (i+1)*clusterSlots/buckets
-		base := p + ":b" + strconv.Itoa(i)
-		for n := 0; ; n++ {
-			tag := base
-			if n > 0 {
-				tag += "." + strconv.Itoa(n)
-			}
-			if s := int(crc16(tag) % clusterSlots); (s >= lo && s < hi) || n > 1<<16 {
-				k.tags = append(k.tags, p+":ch:{"+tag+"}:")
-				break
-			}
-		}
+		tag := redisconn.SpreadTag(p+":b"+strconv.Itoa(i), i, buckets)
+		k.tags = append(k.tags, p+":ch:{"+tag+"}:")
 	}
 	return k
 }
@@ -123,23 +115,4 @@ func (k keys) chBucket(ch string) int {
 		return 0
 	}
 	return b
-}
-
-// clusterSlots is the number of hash slots of Redis Cluster.
-const clusterSlots = 16384
-
-// crc16 is CRC16-CCITT (XModem), the key hash of Redis Cluster.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 	"github.com/orchestratorchat/hubfarm/internal/testredis"
 )
 
@@ -114,7 +115,7 @@ func TestClusterSlotMove(t *testing.T) {
 	other := startNode(t, b, "other", nil)
 	a.mustRegister(t, "a1", "ann", "moving", "staying")
 	ch := a.k.chGroup("moving")
-	slot := testredis.Slot(ch)
+	slot := redisconn.Slot(ch)
 	ctx := ctxT(t, 60*time.Second)
 
 	masters := masterClients(t, cl)
@@ -277,8 +278,8 @@ func TestShardedChannelNames(t *testing.T) {
 		if got := k.chBucket(probe); got != i {
 			t.Fatalf("probe channel %q: bucket %d, want %d", probe, got, i)
 		}
-		slot := testredis.Slot(probe)
-		if lo, hi := i*clusterSlots/n, (i+1)*clusterSlots/n; slot < lo || slot >= hi {
+		slot := redisconn.Slot(probe)
+		if lo, hi := i*redisconn.ClusterSlots/n, (i+1)*redisconn.ClusterSlots/n; slot < lo || slot >= hi {
 			t.Fatalf("bucket %d: slot %d outside [%d, %d)", i, slot, lo, hi)
 		}
 	}
@@ -290,7 +291,7 @@ func TestShardedChannelNames(t *testing.T) {
 		if !strings.HasPrefix(ch, k.bucketTag(b)) || !strings.HasSuffix(ch, ":group:"+g) {
 			t.Fatalf("channel %q in bucket %d", ch, b)
 		}
-		if testredis.Slot(ch) != testredis.Slot(k.chProbe(b, "x")) {
+		if redisconn.Slot(ch) != redisconn.Slot(k.chProbe(b, "x")) {
 			t.Fatalf("channel %q not in its bucket's slot", ch)
 		}
 		count[b]++
@@ -301,7 +302,7 @@ func TestShardedChannelNames(t *testing.T) {
 		}
 	}
 	// Group names may contain braces: the bucket's tag comes first.
-	if ch := k.chGroup("{x}"); testredis.Slot(ch) != testredis.Slot(k.bucketTag(k.chBucket(ch))+"probe:x") {
+	if ch := k.chGroup("{x}"); redisconn.Slot(ch) != redisconn.Slot(k.bucketTag(k.chBucket(ch))+"probe:x") {
 		t.Fatalf("a brace in a group name changed the slot of %q", ch)
 	}
 }
@@ -323,7 +324,7 @@ func TestClusterReadyPerBucket(t *testing.T) {
 	group := ""
 	for i := 0; group == ""; i++ {
 		g := "g" + strconv.Itoa(i)
-		slot := testredis.Slot(a.k.chGroup(g))
+		slot := redisconn.Slot(a.k.chGroup(g))
 		slots, err := masters[0].ClusterSlots(ctx).Result()
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 )
 
 // Config configures an Engine. Zero durations and counts take the defaults
@@ -172,8 +174,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("orchestration: BlockTimeout must be at least 1ms")
 	case c.Partitions > 1 && strings.ContainsAny(c.Prefix, "{}"):
 		return fmt.Errorf("orchestration: with %d partitions Prefix (%q) must not contain a hash tag", c.Partitions, c.Prefix)
-	case c.Partitions > clusterSlots:
-		return fmt.Errorf("orchestration: Partitions must be at most %d (got %d)", clusterSlots, c.Partitions)
+	case c.Partitions > redisconn.ClusterSlots:
+		return fmt.Errorf("orchestration: Partitions must be at most %d (got %d)", redisconn.ClusterSlots, c.Partitions)
 	case c.Workers > 0 && c.Workers < c.Partitions:
 		return fmt.Errorf("orchestration: Workers (%d) must be at least Partitions (%d)", c.Workers, c.Partitions)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 	"github.com/orchestratorchat/hubfarm/internal/testredis"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/redis/go-redis/v9"
@@ -430,7 +431,7 @@ func (c *slotChecker) record(counter *int, what string, ks []string) {
 	defer c.mu.Unlock()
 	*counter++
 	for _, k := range ks[min(1, len(ks)):] {
-		if keySlot(k) != keySlot(ks[0]) {
+		if redisconn.Slot(k) != redisconn.Slot(ks[0]) {
 			c.bad = append(c.bad, fmt.Sprintf("%s %v", what, ks))
 			return
 		}

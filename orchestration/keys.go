@@ -3,7 +3,8 @@ package orchestration
 import (
 	"hash/fnv"
 	"strconv"
-	"strings"
+
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 )
 
 // keys are the engine's Redis keys (see the package documentation for the
@@ -52,17 +53,7 @@ func newKeys(prefix string, partitions int) keys {
 // (redis-cli --cluster create) then put the partitions on different
 // masters. It is a pure function of i and n, so every node agrees.
 func partitionTag(i, n int) string {
-	lo, hi := i*clusterSlots/n, (i+1)*clusterSlots/n
-	base := "p" + strconv.Itoa(i)
-	for k := 0; ; k++ {
-		t := base
-		if k > 0 {
-			t += "." + strconv.Itoa(k)
-		}
-		if s := int(crc16([]byte(t)) % clusterSlots); s >= lo && s < hi {
-			return "{" + t + "}"
-		}
-	}
+	return "{" + redisconn.SpreadTag("p"+strconv.Itoa(i), i, n) + "}"
 }
 
 // partitioned reports whether there is more than one partition.
@@ -123,35 +114,4 @@ func (k keys) agentRunning(agentID string) string {
 // agentLast is the outcome of an agent's last answer ("ready" or "error").
 func (k keys) agentLast(agentID string) string {
 	return k.prefix + ":agent:" + k.agentTag(agentID) + ":last"
-}
-
-// clusterSlots is the number of Redis Cluster hash slots.
-const clusterSlots = 16384
-
-// keySlot is the Redis Cluster slot of a key: CRC16 of its hash tag (the
-// part between the first "{" and the next "}", when not empty) or of the
-// whole key.
-func keySlot(key string) int {
-	if s := strings.IndexByte(key, '{'); s >= 0 {
-		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
-			key = key[s+1 : s+1+e]
-		}
-	}
-	return int(crc16([]byte(key)) % clusterSlots)
-}
-
-// crc16 is CRC-16/XMODEM, the checksum Redis Cluster hashes keys with.
-func crc16(b []byte) uint16 {
-	var crc uint16
-	for _, c := range b {
-		crc ^= uint16(c) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
 }

@@ -6,25 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/redis/go-redis/v9"
 )
-
-func TestKeySlot(t *testing.T) {
-	// Values of CLUSTER KEYSLOT on a real cluster.
-	for key, want := range map[string]int{
-		"foo": 12182, "bar": 5061, "{foo}.x": 12182, "a{bar}b": 5061,
-		"{}foo": keySlot("{}foo"), "foo{}{bar}": keySlot("foo{}{bar}"),
-	} {
-		if got := keySlot(key); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-	// An empty tag hashes the whole key.
-	if keySlot("{}foo") == keySlot("{}bar") {
-		t.Errorf("empty hash tag: {}foo and {}bar share a slot")
-	}
-}
 
 func TestPartitionTags(t *testing.T) {
 	for _, n := range []int{2, 3, 4, 8, 16} {
@@ -35,12 +20,12 @@ func TestPartitionTags(t *testing.T) {
 				t.Fatalf("n=%d: tag %s twice", n, p.tag)
 			}
 			seen[p.tag] = true
-			slot := keySlot(p.jobs)
-			if lo, hi := i*clusterSlots/n, (i+1)*clusterSlots/n; slot < lo || slot >= hi {
+			slot := redisconn.Slot(p.jobs)
+			if lo, hi := i*redisconn.ClusterSlots/n, (i+1)*redisconn.ClusterSlots/n; slot < lo || slot >= hi {
 				t.Errorf("n=%d: partition %d (%s) in slot %d, outside [%d,%d)", n, i, p.tag, slot, lo, hi)
 			}
 			for _, key := range []string{p.dead, p.delayed, p.deadlines} {
-				if keySlot(key) != slot {
+				if redisconn.Slot(key) != slot {
 					t.Errorf("n=%d: %s not in the slot of %s", n, key, p.jobs)
 				}
 			}
@@ -56,9 +41,9 @@ func TestPartitionTags(t *testing.T) {
 	for _, id := range []string{"0b6f7c1e-1", "5d1c0a2b-2", "9e8d7c6b-3", "c0ffee00-4", "deadbeef-5", "12345678-6"} {
 		p := k.partOf(id)
 		used[p] = true
-		slot := keySlot(k.parts[p].jobs)
+		slot := redisconn.Slot(k.parts[p].jobs)
 		for _, key := range []string{k.plan(id), k.conv(id), k.msg(p, "m1")} {
-			if keySlot(key) != slot {
+			if redisconn.Slot(key) != slot {
 				t.Errorf("%s is not in partition %d's slot", key, p)
 			}
 		}
@@ -66,7 +51,7 @@ func TestPartitionTags(t *testing.T) {
 	if len(used) < 2 {
 		t.Errorf("six ids all hashed to one of three partitions")
 	}
-	if keySlot(k.agentRunning("x")) != keySlot(k.agentLast("x")) {
+	if redisconn.Slot(k.agentRunning("x")) != redisconn.Slot(k.agentLast("x")) {
 		t.Errorf("an agent's keys are in different slots")
 	}
 	// One partition keeps the historical layout.

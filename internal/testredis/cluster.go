@@ -218,30 +218,3 @@ func (c *Cluster) MoveSlot(ctx context.Context, slot, to int) (from int, err err
 	}
 	return from, nil
 }
-
-// Slot is the cluster slot of a key or channel name (CRC16 of its hash
-// tag, as Redis computes it).
-func Slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % 16384)
-}
-
-// crc16 is CRC16-CCITT (XModem), the hash of Redis Cluster.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}

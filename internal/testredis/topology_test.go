@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orchestratorchat/hubfarm/internal/redisconn"
 )
 
 // TestCluster: the cluster has three masters sharing the slots, a cluster
@@ -23,11 +25,11 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("set %s: %v", k, err)
 		}
 		want, err := c.Masters[0].NewClient().ClusterKeySlot(ctx, k).Result()
-		if err != nil || int(want) != Slot(k) {
-			t.Fatalf("slot of %q: %d, CLUSTER KEYSLOT %d (%v)", k, Slot(k), want, err)
+		if err != nil || int(want) != redisconn.Slot(k) {
+			t.Fatalf("slot of %q: %d, CLUSTER KEYSLOT %d (%v)", k, redisconn.Slot(k), want, err)
 		}
 	}
-	if got, want := Slot("a{tag}b"), Slot("tag"); got != want {
+	if got, want := redisconn.Slot("a{tag}b"), redisconn.Slot("tag"); got != want {
 		t.Fatalf("hash tag: slot %d, want %d", got, want)
 	}
 	for _, m := range c.Masters {
@@ -45,7 +47,7 @@ func TestCluster(t *testing.T) {
 	if !strings.HasPrefix(c.URL(), "redis-cluster://") || len(c.Addrs()) != 3 {
 		t.Fatalf("URL %q addrs %v", c.URL(), c.Addrs())
 	}
-	slot := Slot("{empty-slot-tag}")
+	slot := redisconn.Slot("{empty-slot-tag}")
 	if _, err := c.MoveSlot(ctx, slot, 0); err != nil {
 		t.Fatal(err)
 	}

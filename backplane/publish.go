@@ -18,18 +18,10 @@ import (
 // from one node reach every subscriber in call order. Errors wrap the cause
 // (errors.Is works with ErrClosed, context errors and Redis errors).
 func (b *Backplane) Publish(ctx context.Context, scope Scope, key string, frame []byte, exclude string) error {
-	var ch string
-	switch scope {
-	case ScopeGroup:
-		ch = b.k.chGroup(key)
-	case ScopeUser:
-		ch = b.k.chUser(key)
-	case ScopeAll:
-		ch, key = b.k.chAll(), ""
-	default:
-		return fmt.Errorf("backplane: publish: %w %d", ErrInvalidScope, scope)
+	ch, e, err := b.fanOut(scope, key, exclude)
+	if err != nil {
+		return fmt.Errorf("backplane: publish: %w", err)
 	}
-	e := envelope{kind: KindFrame, scope: scope, origin: b.cfg.NodeID, key: key, exclude: exclude}
 	if err := b.pub.publish(ctx, ch, &e, frame, false); err != nil {
 		return fmt.Errorf("backplane: publish: %w", err)
 	}
@@ -45,6 +37,19 @@ func (b *Backplane) Publish(ctx context.Context, scope Scope, key string, frame 
 // depend on other nodes having been reached (the event is already durable
 // elsewhere).
 func (b *Backplane) Post(ctx context.Context, scope Scope, key string, frame []byte, exclude string) error {
+	ch, e, err := b.fanOut(scope, key, exclude)
+	if err == nil {
+		err = b.pub.post(ctx, ch, &e, frame)
+	}
+	if err != nil {
+		return fmt.Errorf("backplane: post: %w", err)
+	}
+	return nil
+}
+
+// fanOut is the channel and envelope of a frame for the other nodes'
+// members of a group, a user or everyone.
+func (b *Backplane) fanOut(scope Scope, key, exclude string) (string, envelope, error) {
 	var ch string
 	switch scope {
 	case ScopeGroup:
@@ -54,13 +59,9 @@ func (b *Backplane) Post(ctx context.Context, scope Scope, key string, frame []b
 	case ScopeAll:
 		ch, key = b.k.chAll(), ""
 	default:
-		return fmt.Errorf("backplane: post: %w %d", ErrInvalidScope, scope)
+		return "", envelope{}, fmt.Errorf("%w %d", ErrInvalidScope, scope)
 	}
-	e := envelope{kind: KindFrame, scope: scope, origin: b.cfg.NodeID, key: key, exclude: exclude}
-	if err := b.pub.post(ctx, ch, &e, frame); err != nil {
-		return fmt.Errorf("backplane: post: %w", err)
-	}
-	return nil
+	return ch, envelope{kind: KindFrame, scope: scope, origin: b.cfg.NodeID, key: key, exclude: exclude}, nil
 }
 
 // PublishConnection sends frame to one connection on another node: it looks

@@ -101,21 +101,10 @@ func (p *publisher) publish(ctx context.Context, ch string, e *envelope, frame [
 	if p.b.cfg.OnPublished != nil {
 		start = time.Now()
 	}
-	it := p.pool.Get().(*pubItem)
-	e.instance = p.b.instance
-	if n := e.encodedLen(frame); cap(it.payload) < n || cap(it.payload) > 4*n+1024 {
-		it.payload = make([]byte, 0, n)
-	}
-	it.payload = appendEnvelope(it.payload[:0], e, frame)
-	it.ch, it.inbox, it.ctx = ch, inbox, ctx
-	select {
-	case p.q <- it:
-	case <-ctx.Done():
-		p.put(it)
-		return ctx.Err()
-	case <-p.done:
-		p.put(it)
-		return ErrClosed
+	it := p.item(ch, e, frame)
+	it.inbox, it.ctx = inbox, ctx
+	if err := p.enqueue(ctx, it); err != nil {
+		return err
 	}
 	select {
 	case err := <-it.done:
@@ -152,16 +141,29 @@ func (p *publisher) post(ctx context.Context, ch string, e *envelope, frame []by
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	it := p.item(ch, e, frame)
+	it.posted = true
+	if p.b.cfg.OnPublished != nil {
+		it.start = time.Now()
+	}
+	return p.enqueue(ctx, it)
+}
+
+// item is a pooled item holding e's encoding (with frame) for channel ch.
+func (p *publisher) item(ch string, e *envelope, frame []byte) *pubItem {
 	it := p.pool.Get().(*pubItem)
 	e.instance = p.b.instance
 	if n := e.encodedLen(frame); cap(it.payload) < n || cap(it.payload) > 4*n+1024 {
 		it.payload = make([]byte, 0, n)
 	}
 	it.payload = appendEnvelope(it.payload[:0], e, frame)
-	it.ch, it.inbox, it.ctx, it.posted = ch, false, nil, true
-	if p.b.cfg.OnPublished != nil {
-		it.start = time.Now()
-	}
+	it.ch = ch
+	return it
+}
+
+// enqueue queues it, waiting only while the queue is full; when it cannot
+// (ctx ended, publisher stopped) it recycles it and returns why.
+func (p *publisher) enqueue(ctx context.Context, it *pubItem) error {
 	select {
 	case p.q <- it:
 		return nil
@@ -193,7 +195,7 @@ func (p *publisher) finish(it *pubItem, err error) {
 }
 
 func (p *publisher) put(it *pubItem) {
-	it.ctx = nil
+	it.ctx, it.inbox = nil, false
 	it.posted = false
 	it.start = time.Time{}
 	p.pool.Put(it)

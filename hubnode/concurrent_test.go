@@ -2,14 +2,9 @@ package hubnode_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/orchestratorchat/hubfarm/backplane"
 	"github.com/orchestratorchat/hubfarm/hubnode"
@@ -44,46 +39,28 @@ func (loneBackplane) UserConnections(context.Context, string) ([]string, error) 
 // not hold up that later invocation, and the per-connection bound refuses
 // calls beyond it.
 func TestConcurrentMethodDoesNotBlockTheConnection(t *testing.T) {
-	gin.SetMode(gin.ReleaseMode)
-	node, err := hubnode.New(hubnode.Config{NodeID: "t", TokenSecret: []byte("x"), MaxStreamsPerConnection: 2,
-		InvocationRate: 1e6, InvocationBurst: 1e6,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.SetBackplane(loneBackplane{})
-	hub := node.AddHub("Test", "/hub")
 	release := make(chan string, 4)
 	started := make(chan struct{}, 4)
-	hub.ConcurrentMethod("Wait", func(call *hubnode.Call) (string, error) {
-		started <- struct{}{}
-		select {
-		case v := <-release:
-			return v, nil
-		case <-call.Context().Done():
-			return "", call.Context().Err()
-		}
-	})
-	hub.Method("Release", func(_ *hubnode.Call, v string) error {
-		release <- v
-		return nil
-	})
-	if err := node.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := gin.New()
-	node.Routes(r)
-	srv := httptest.NewServer(r)
-	defer srv.Close()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = node.Shutdown(ctx)
-	}()
+	_, url := startLoneNode(t, hubnode.Config{MaxStreamsPerConnection: 2, InvocationRate: 1e6, InvocationBurst: 1e6},
+		func(_ *hubnode.Node, hub *hubnode.Hub) {
+			hub.ConcurrentMethod("Wait", func(call *hubnode.Call) (string, error) {
+				started <- struct{}{}
+				select {
+				case v := <-release:
+					return v, nil
+				case <-call.Context().Done():
+					return "", call.Context().Err()
+				}
+			})
+			hub.Method("Release", func(_ *hubnode.Call, v string) error {
+				release <- v
+				return nil
+			})
+		})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, srv.URL+"/hub", client.Options{})
+	c, err := client.Dial(ctx, url, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

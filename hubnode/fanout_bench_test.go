@@ -3,17 +3,11 @@ package hubnode_test
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gin-gonic/gin"
-	"github.com/gorilla/websocket"
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
 )
@@ -29,29 +23,7 @@ import (
 //	go test -run '^$' -bench BenchmarkFanOut -benchmem ./hubnode/
 func BenchmarkFanOut(b *testing.B) {
 	const members = 20
-	gin.SetMode(gin.ReleaseMode)
-	node, err := hubnode.New(hubnode.Config{NodeID: "bench", TokenSecret: []byte("x"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	node.SetBackplane(loneBackplane{})
-	hub := node.AddHub("Bench", "/hub")
-	hub.Method("Join", func(call *hubnode.Call) error {
-		return node.AddToGroup(call.Context(), call.ConnectionID(), "g")
-	})
-	if err := node.Start(); err != nil {
-		b.Fatal(err)
-	}
-	r := gin.New()
-	node.Routes(r)
-	srv := httptest.NewServer(r)
-	defer srv.Close()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = node.Shutdown(ctx)
-	}()
+	node, url := startLoneNode(b, hubnode.Config{}, joinGroupMethod)
 
 	// received counts records read by all members; reached is signalled
 	// when it gets to target, so waiting costs no CPU.
@@ -65,29 +37,8 @@ func BenchmarkFanOut(b *testing.B) {
 			}
 		}
 	}
-	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/hub"
 	for range members {
-		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ws.Close()
-		if err := ws.WriteMessage(websocket.TextMessage, []byte("{\"protocol\":\"json\",\"version\":1}\x1e")); err != nil {
-			b.Fatal(err)
-		}
-		if _, _, err := ws.ReadMessage(); err != nil { // handshake reply
-			b.Fatal(err)
-		}
-		if err := ws.WriteMessage(websocket.TextMessage, []byte("{\"type\":1,\"invocationId\":\"1\",\"target\":\"Join\",\"arguments\":[]}\x1e")); err != nil {
-			b.Fatal(err)
-		}
-		for joined := false; !joined; {
-			_, msg, err := ws.ReadMessage()
-			if err != nil {
-				b.Fatal(err)
-			}
-			joined = bytes.Contains(msg, []byte(`"type":3`))
-		}
+		ws, _ := dialJoined(b, url)
 		go func() {
 			buf := make([]byte, 4096)
 			for {

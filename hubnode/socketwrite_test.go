@@ -5,15 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/gin-gonic/gin"
-	"github.com/gorilla/websocket"
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
 )
@@ -23,44 +17,10 @@ import (
 // short and the writer goroutine finishes the frame); once the client reads
 // again every record arrives, whole and in order.
 func TestStalledClientGetsWholeFramesInOrder(t *testing.T) {
-	gin.SetMode(gin.ReleaseMode)
-	node, err := hubnode.New(hubnode.Config{NodeID: "t", TokenSecret: []byte("x"),
-		SendQueueBytes: 256 << 20, SendQueueFrames: 100000, WriteTimeout: 30 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.SetBackplane(loneBackplane{})
-	hub := node.AddHub("Test", "/hub")
-	hub.Method("Join", func(call *hubnode.Call) error {
-		return node.AddToGroup(call.Context(), call.ConnectionID(), "g")
-	})
-	if err := node.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := gin.New()
-	node.Routes(r)
-	srv := httptest.NewServer(r)
-	defer srv.Close()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = node.Shutdown(ctx)
-	}()
-
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/hub", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
+	node, url := startLoneNode(t, hubnode.Config{SendQueueBytes: 256 << 20, SendQueueFrames: 100000, WriteTimeout: 30 * time.Second},
+		joinGroupMethod)
+	ws, pending := dialJoined(t, url) // pending: records read but not yet checked
 	_ = ws.SetReadDeadline(time.Now().Add(60 * time.Second))
-	if err := ws.WriteMessage(websocket.TextMessage, []byte("{\"protocol\":\"json\",\"version\":1}\x1e")); err != nil {
-		t.Fatal(err)
-	}
-	if err := ws.WriteMessage(websocket.TextMessage, []byte("{\"type\":1,\"invocationId\":\"1\",\"target\":\"Join\",\"arguments\":[]}\x1e")); err != nil {
-		t.Fatal(err)
-	}
-	var pending []byte // records read but not yet checked
 	next := func() []byte {
 		t.Helper()
 		for {
@@ -75,9 +35,6 @@ func TestStalledClientGetsWholeFramesInOrder(t *testing.T) {
 			}
 			pending = append(pending, msg...)
 		}
-	}
-	for joined := false; !joined; {
-		joined = bytes.Contains(next(), []byte(`"type":3`))
 	}
 
 	// The client reads nothing now. 300 records of 32 KiB, paced so that

@@ -90,8 +90,12 @@ type Config struct {
 
 // Identity is who is behind a connection.
 type Identity struct {
-	// User is the user id; an anonymous connection is its own user.
+	// User is the user id; an anonymous connection is its own user (User
+	// is the connection id, and Anonymous is set).
 	User string
+	// Anonymous: the connection came without a user, so it is a new
+	// identity that belongs to no session yet.
+	Anonymous bool
 	// Roles carries authorisation roles (e.g. "admin").
 	Roles []string
 	// Expires, when set, is when the credentials stop being valid; the node

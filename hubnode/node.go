@@ -389,7 +389,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		connID, ident = newID(), id
 	}
 	if ident.User == "" {
-		ident.User = connID
+		ident.User, ident.Anonymous = connID, true
 	} else if !n.userHasRoom(r.Context(), ident.User) {
 		n.metrics.handshakeFailed("user_limit")
 		n.log.Info("websocket refused: per-user connection limit", "audit", true, "request_id", requestID(r), "user", ident.User, "remote", r.RemoteAddr)

@@ -114,10 +114,8 @@ func sendTo(c *hubnode.Conn, target string, args ...any) error {
 // rejoinSessions puts a new connection into the groups of its user's
 // sessions, so membership survives reconnects (on any node).
 func (h *Hubs) rejoinSessions(c *hubnode.Conn) {
-	if c.User() == c.ID() {
-		// An anonymous connection is its own user (hubnode names it by
-		// the connection id): a new identity, in no session yet.
-		return
+	if c.Identity().Anonymous {
+		return // a new identity, in no session yet
 	}
 	ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
 	defer cancel()

@@ -303,8 +303,14 @@ export const keepTrying = {
     Math.min(250 * 2 ** previousRetryCount, 2000) + Math.floor(Math.random() * 250),
 };
 
-/** How far before the last event seen a catch-up starts (see README, After a reconnect). */
-export const CATCH_UP_OVERLAP_MS = 5000;
+/**
+ * How far before the last event seen a catch-up starts (see README, After a
+ * reconnect): after a Redis restart a node asks its clients to reconnect only
+ * once its subscriptions have been back for a while, spread over the drain
+ * window, and meanwhile they keep receiving this node's own events live, so
+ * the event they missed can be many seconds older than the last one they saw.
+ */
+export const CATCH_UP_OVERLAP_MS = 30000;
 
 /**
  * An official SignalR client that records the session events it receives,

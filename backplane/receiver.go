@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/orchestratorchat/hubfarm/internal/backoff"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -253,7 +254,9 @@ func (r *receiver) subscribe(ctx context.Context, ch string) error {
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", ch, err)
 	}
-	backoff := time.Duration(0)
+	// Jittered, so that the nodes that lost Redis together do not re-send
+	// in lock step.
+	bo := backoff.Exp{Min: 10 * time.Millisecond, Max: r.pongWait}
 	for {
 		ok, err := sh.barrier(ctx, func() bool { return sh.desired[ch] })
 		if err != nil {
@@ -265,8 +268,7 @@ func (r *receiver) subscribe(ctx context.Context, ch string) error {
 		// The subscription was lost with its connection, refused, or its
 		// slot moved: wait a little and send it again (on a connection the
 		// health check may meanwhile have replaced).
-		backoff = nextBackoff(backoff, 10*time.Millisecond, r.pongWait)
-		if !sleepCtx(ctx, r.quit, backoff) {
+		if !sleepCtx(ctx, r.quit, bo.Next()) {
 			if ctx.Err() != nil {
 				return fmt.Errorf("subscribe %s: %w", ch, ctx.Err())
 			}
@@ -438,7 +440,10 @@ func (sh *shard) name() string {
 func (sh *shard) run() {
 	r := sh.r
 	defer r.done.Done()
-	var backoff time.Duration
+	// Each failed read redials (go-redis reconnects on the next Receive):
+	// back off exponentially, with jitter so that every node of the farm
+	// does not redial in lock step after a Redis restart.
+	bo := backoff.Exp{Min: 10 * time.Millisecond, Max: min(time.Second, r.b.cfg.HeartbeatInterval)}
 	ctx := context.Background()
 	for {
 		ps := sh.pubsub()
@@ -467,13 +472,12 @@ func (sh *shard) run() {
 				continue
 			}
 			sh.onBroken(err)
-			backoff = nextBackoff(backoff, 10*time.Millisecond, min(time.Second, r.b.cfg.HeartbeatInterval))
-			if !sleepCtx(ctx, r.quit, backoff) {
+			if !sleepCtx(ctx, r.quit, bo.Next()) {
 				return
 			}
 			continue
 		}
-		backoff = 0
+		bo.Reset()
 		sh.onRead()
 		switch m := msg.(type) {
 		case *redis.Subscription:

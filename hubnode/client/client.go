@@ -28,7 +28,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/orchestratorchat/hubfarm/hubnode/protocol"
+	"github.com/orchestratorchat/hubfarm/internal/backoff"
 )
 
 // Defaults, matching the JS client.
@@ -71,6 +73,9 @@ type Options struct {
 	// Reconnect lists the delays before each automatic reconnect attempt
 	// after a connection that was established is lost, like
 	// withAutomaticReconnect([...]). nil or empty disables reconnecting.
+	// Each delay d is an upper bound: the client waits a random time in
+	// [d/2, d] ("equal jitter"), so that the many clients a dead node or a
+	// drain drops at once do not all come back at the same instants.
 	Reconnect []time.Duration
 	// HTTPClient performs negotiate requests; nil means http.DefaultClient.
 	HTTPClient *http.Client
@@ -126,6 +131,10 @@ type Conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// jitter draws the random part of each reconnect delay; nil means
+	// math/rand/v2. Tests set it to make the waits known.
+	jitter backoff.Rand
 
 	// nextID numbers invocations "0", "1", ... like the JS client.
 	nextID atomic.Uint64
@@ -497,7 +506,7 @@ func failPending(calls map[uint64]*call, streams map[uint64]*Stream, err error) 
 func (c *Conn) reconnect(cause error) *transport {
 	lastErr := cause
 	for i, delay := range c.opts.Reconnect {
-		if !c.sleep(delay) {
+		if !c.sleep(backoff.Jitter(delay, c.jitter)) {
 			break
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.opts.HandshakeTimeout)

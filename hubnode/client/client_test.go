@@ -761,6 +761,40 @@ func TestDropReconnects(t *testing.T) {
 	}
 }
 
+func TestReconnectDelayJittered(t *testing.T) {
+	// Each listed delay is the top of a random wait in [d/2, d]: the
+	// random part is drawn over the upper half, and with a draw of 0 the
+	// client waits exactly d/2 (never less).
+	const delay = 300 * time.Millisecond
+	s := newFakeServer(t)
+	c := New(s.url, Options{Reconnect: []time.Duration{delay}})
+	drawn := make(chan int64, 1)
+	c.jitter = func(n int64) int64 {
+		drawn <- n
+		return 0
+	}
+	var reconnected recorder[string]
+	c.OnReconnected(reconnected.add)
+	if err := c.Start(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	dropped := time.Now()
+	s.nextConn(t).drop()
+	waitFor(t, "OnReconnected", func() bool { return reconnected.len() == 1 })
+	if took := time.Since(dropped); took < delay/2 {
+		t.Errorf("reconnected %v after the drop; the wait must be at least %v", took, delay/2)
+	}
+	select {
+	case n := <-drawn:
+		if want := int64(delay/2) + 1; n != want {
+			t.Errorf("jitter drawn from [0, %d), want [0, %d)", n, want)
+		}
+	default:
+		t.Error("the reconnect delay was not jittered")
+	}
+}
+
 func TestReconnectGivesUp(t *testing.T) {
 	s := newFakeServer(t)
 	c := New(s.url, Options{Reconnect: []time.Duration{time.Millisecond, time.Millisecond}})

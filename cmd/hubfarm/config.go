@@ -108,6 +108,7 @@ type nodeFlags struct {
 	enableBash        bool
 	invocationRate    float64
 	maxConnsPerUser   int
+	maxConns          int
 }
 
 func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
@@ -124,6 +125,7 @@ func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
 	f.String(&n.allowedOrigins, "allowed-origins", "", "comma-separated browser origins allowed to connect cross-origin (\"*\" = any; default: same origin only)")
 	f.Float(&n.invocationRate, "invocation-rate", 200, "hub invocations per second one connection may make (burst: twice that)")
 	f.Int(&n.maxConnsPerUser, "max-connections-per-user", 100, "connections one user may hold farm-wide")
+	f.Int(&n.maxConns, "max-connections", 100000, "connections one node may hold; further WebSocket requests are refused with 503 (the load balancer tries another node)")
 	f.Bool(&n.enableBash, "enable-bash", false, "offer the bash tool to ExecuteTool (always behind the approval policy)")
 }
 
@@ -141,11 +143,12 @@ func (f *flagSet) Float(p *float64, name string, def float64, usage string) {
 
 // authFlags select how clients are authenticated.
 type authFlags struct {
-	secret, publicKeys, jwks, issuer, audience string
+	secret, previousSecret, publicKeys, jwks, issuer, audience string
 }
 
 func (a *authFlags) register(f *flagSet) {
 	f.String(&a.secret, "jwt-secret", "", "HS256 secret verifying client JWTs")
+	f.String(&a.previousSecret, "jwt-previous-secret", "", "HS256 secret being rotated out: still verifies client JWTs next to --jwt-secret")
 	f.String(&a.publicKeys, "jwt-public-key", "", "comma-separated PEM files of RS256/ES256 public keys (key id = file base name)")
 	f.String(&a.jwks, "jwks-file", "", "JWKS file of RS256/ES256 public keys")
 	f.String(&a.issuer, "jwt-issuer", "", "required iss claim (optional)")
@@ -160,9 +163,17 @@ func (a *authFlags) verifier() (*auth.Verifier, error) {
 			files = append(files, p)
 		}
 	}
-	if a.secret == "" && len(files) == 0 && a.jwks == "" {
+	if a.secret == "" && a.previousSecret == "" && len(files) == 0 && a.jwks == "" {
 		return nil, nil
 	}
-	return auth.New(auth.Config{HS256Secret: []byte(a.secret), PublicKeyFiles: files, JWKSFile: a.jwks,
-		Issuer: a.issuer, Audience: a.audience})
+	var previous [][]byte
+	if a.previousSecret != "" {
+		previous = [][]byte{[]byte(a.previousSecret)}
+	}
+	v, err := auth.New(auth.Config{HS256Secret: []byte(a.secret), PreviousHS256Secrets: previous, PublicKeyFiles: files,
+		JWKSFile: a.jwks, Issuer: a.issuer, Audience: a.audience})
+	if err != nil {
+		return nil, fmt.Errorf("authentication: %w", err)
+	}
+	return v, nil
 }

@@ -126,6 +126,7 @@ func (n *nodeFlags) hubConfig() hubnode.Config {
 		InvocationRate:        n.invocationRate,
 		InvocationBurst:       int(2 * n.invocationRate),
 		MaxConnectionsPerUser: n.maxConnsPerUser,
+		MaxConnections:        n.maxConns,
 		MaxMessageSize:        int64(n.maxMessageSize),
 		SendQueueBytes:        n.sendQueueBytes,
 		SendQueueFrames:       n.sendQueueFrames,

@@ -8,10 +8,15 @@
 // "kid" when there are several. exp and nbf are always checked; iss and aud
 // when configured. sub is the user; a "role" (string) or "roles" (array)
 // claim carries roles, of which "admin" grants access to every session.
+//
+// Keys rotate without a moment where valid tokens are refused: HS256
+// accepts previous secrets next to the current one, and public keys are
+// told apart by kid (a token without kid is tried against every key).
 package auth
 
 import (
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -26,6 +31,8 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -35,6 +42,9 @@ import (
 type Config struct {
 	// HS256Secret verifies HS256 tokens.
 	HS256Secret []byte
+	// PreviousHS256Secrets also verify HS256 tokens: the secrets being
+	// rotated out, accepted until the tokens signed with them expired.
+	PreviousHS256Secrets [][]byte
 	// PublicKeyFiles are PEM files (PKIX public keys or certificates) that
 	// verify RS256/ES256 tokens; a file's key id is its base name without
 	// extension, matched against the token's kid when the token has one.
@@ -71,10 +81,16 @@ func (c Claims) IsAdmin() bool {
 // Verifier checks tokens. It is safe for concurrent use; keys are loaded
 // once by New (restart or rebuild it to rotate keys).
 type Verifier struct {
-	cfg    Config
-	keys   map[string]crypto.PublicKey // by kid; "" holds the only key when unnamed
-	parser *jwt.Parser
+	cfg     Config
+	secrets []jwt.VerificationKey       // HS256: the current secret first
+	keys    map[string]crypto.PublicKey // by kid; "" holds a key without one
+	parser  *jwt.Parser
 }
+
+// MaxSubjectLength bounds the sub claim: user ids are Redis key and channel
+// parts and hub method arguments (InviteToSession), which accept ids of at
+// most this many bytes.
+const MaxSubjectLength = 128
 
 // Errors a caller can tell apart (all are refusals: 401).
 var (
@@ -91,6 +107,11 @@ func New(cfg Config) (*Verifier, error) {
 		cfg.Now = time.Now
 	}
 	v := &Verifier{cfg: cfg, keys: map[string]crypto.PublicKey{}}
+	for _, s := range append([][]byte{cfg.HS256Secret}, cfg.PreviousHS256Secrets...) {
+		if len(s) > 0 {
+			v.secrets = append(v.secrets, s)
+		}
+	}
 	for _, f := range cfg.PublicKeyFiles {
 		k, err := loadPEMPublicKey(f)
 		if err != nil {
@@ -100,6 +121,9 @@ func New(cfg Config) (*Verifier, error) {
 		if i := strings.LastIndex(base, "."); i > 0 {
 			base = base[:i]
 		}
+		if _, dup := v.keys[base]; dup {
+			return nil, fmt.Errorf("auth: public key %s: another key file has the key id %q", f, base)
+		}
 		v.keys[base] = k
 	}
 	if cfg.JWKSFile != "" {
@@ -107,11 +131,14 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, err
 		}
 	}
-	if len(cfg.HS256Secret) == 0 && len(v.keys) == 0 {
+	if len(cfg.HS256Secret) == 0 && len(cfg.PreviousHS256Secrets) > 0 {
+		return nil, errors.New("auth: previous HS256 secrets need a current one")
+	}
+	if len(v.secrets) == 0 && len(v.keys) == 0 {
 		return nil, errors.New("auth: no key configured (HS256 secret, public keys or JWKS)")
 	}
 	var methods []string
-	if len(cfg.HS256Secret) > 0 {
+	if len(v.secrets) > 0 {
 		methods = append(methods, "HS256")
 	}
 	if len(v.keys) > 0 {
@@ -142,14 +169,34 @@ func (v *Verifier) Verify(raw string) (Claims, error) {
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
-	if tc.Subject == "" {
-		return Claims{}, fmt.Errorf("%w: no sub claim", ErrInvalidToken)
+	if err := checkSubject(tc.Subject); err != nil {
+		return Claims{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	c := Claims{Subject: tc.Subject, Roles: append(stringsOf(tc.Role), stringsOf(tc.Roles)...)}
 	if tc.ExpiresAt != nil {
 		c.Expires = tc.ExpiresAt.Time
 	}
 	return c, nil
+}
+
+// checkSubject refuses a sub that cannot be a user id: empty, longer than
+// MaxSubjectLength, not UTF-8, or with control characters (which would
+// forge lines of a text log).
+func checkSubject(sub string) error {
+	switch {
+	case sub == "":
+		return errors.New("no sub claim")
+	case len(sub) > MaxSubjectLength:
+		return fmt.Errorf("sub claim longer than %d bytes", MaxSubjectLength)
+	case !utf8.ValidString(sub):
+		return errors.New("sub claim is not UTF-8")
+	}
+	for _, r := range sub {
+		if unicode.IsControl(r) {
+			return errors.New("sub claim has control characters")
+		}
+	}
+	return nil
 }
 
 func stringsOf(v any) []string {
@@ -171,29 +218,53 @@ func stringsOf(v any) []string {
 	return nil
 }
 
+// keyFor picks the keys a token may be signed with. Several keys go to the
+// parser as a set, which accepts the token if any of them verifies it.
 func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 	switch t.Method.Alg() {
 	case "HS256":
-		if len(v.cfg.HS256Secret) == 0 {
+		switch len(v.secrets) {
+		case 0:
 			return nil, errors.New("HS256 not accepted")
+		case 1:
+			return v.secrets[0], nil
 		}
-		return v.cfg.HS256Secret, nil
+		return jwt.VerificationKeySet{Keys: v.secrets}, nil
 	case "RS256", "ES256":
-		kid, _ := t.Header["kid"].(string)
-		if kid != "" {
+		if kid, _ := t.Header["kid"].(string); kid != "" {
 			if k, ok := v.keys[kid]; ok {
 				return k, nil
 			}
 			return nil, fmt.Errorf("unknown key id %q", kid)
 		}
-		if len(v.keys) == 1 {
-			for _, k := range v.keys {
-				return k, nil
+		// No kid: any configured key of the token's type may have signed
+		// it (issuers that omit kid keep working across a rotation).
+		var set jwt.VerificationKeySet
+		for _, k := range v.keys {
+			if keyFits(t.Method.Alg(), k) {
+				set.Keys = append(set.Keys, k)
 			}
 		}
-		return nil, errors.New("token has no kid and several keys are configured")
+		switch len(set.Keys) {
+		case 0:
+			return nil, fmt.Errorf("no %s key configured", t.Method.Alg())
+		case 1:
+			return set.Keys[0], nil
+		}
+		return set, nil
 	}
 	return nil, fmt.Errorf("algorithm %s not accepted", t.Method.Alg())
+}
+
+// keyFits reports whether k can verify alg.
+func keyFits(alg string, k crypto.PublicKey) bool {
+	switch k.(type) {
+	case *rsa.PublicKey:
+		return alg == "RS256"
+	case *ecdsa.PublicKey:
+		return alg == "ES256"
+	}
+	return false
 }
 
 // TokenFromRequest extracts the bearer token from the Authorization header
@@ -220,25 +291,77 @@ func (v *Verifier) Authenticate(r *http.Request) (Claims, error) {
 	return v.Verify(raw)
 }
 
-// Mint signs an HS256 development token for sub with the given roles,
-// valid for ttl.
-func Mint(secret []byte, sub string, roles []string, ttl time.Duration, now time.Time) (string, error) {
+// Grant is what a minted token says.
+type Grant struct {
+	// Subject is the user (required).
+	Subject string
+	// Roles go to the role claim (one) or the roles claim (several).
+	Roles []string
+	// Issuer and Audience, when set, become iss and aud: a farm started
+	// with --jwt-issuer or --jwt-audience requires them.
+	Issuer, Audience string
+	// TTL is how long the token is valid from Now (required, positive).
+	TTL time.Duration
+	// Now is when the token is issued. Default time.Now().
+	Now time.Time
+}
+
+// Mint signs an HS256 development token carrying g.
+func Mint(secret []byte, g Grant) (string, error) {
 	if len(secret) == 0 {
 		return "", errors.New("auth: mint: no secret")
 	}
-	if sub == "" {
-		return "", errors.New("auth: mint: no subject")
+	if err := checkSubject(g.Subject); err != nil {
+		return "", fmt.Errorf("auth: mint: %v", err)
 	}
-	claims := jwt.MapClaims{"sub": sub, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
-	if len(roles) == 1 {
-		claims["role"] = roles[0]
-	} else if len(roles) > 1 {
-		claims["roles"] = roles
+	if g.TTL <= 0 {
+		return "", errors.New("auth: mint: the validity must be positive")
 	}
-	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	if g.Now.IsZero() {
+		g.Now = time.Now()
+	}
+	claims := jwt.MapClaims{"sub": g.Subject, "iat": g.Now.Unix(), "exp": g.Now.Add(g.TTL).Unix()}
+	if len(g.Roles) == 1 {
+		claims["role"] = g.Roles[0]
+	} else if len(g.Roles) > 1 {
+		claims["roles"] = g.Roles
+	}
+	if g.Issuer != "" {
+		claims["iss"] = g.Issuer
+	}
+	if g.Audience != "" {
+		claims["aud"] = g.Audience
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	if err != nil {
+		return "", fmt.Errorf("auth: mint: %w", err)
+	}
+	return tok, nil
 }
 
+// loadPEMPublicKey reads an RS256 (RSA, at least minRSABits) or ES256
+// (P-256) public key from a PEM file.
 func loadPEMPublicKey(path string) (crypto.PublicKey, error) {
+	k, err := parsePEMPublicKey(path)
+	if err != nil {
+		return nil, err
+	}
+	switch pk := k.(type) {
+	case *rsa.PublicKey:
+		if pk.N.BitLen() < minRSABits {
+			return nil, fmt.Errorf("auth: public key %s: RSA modulus of %d bits; at least %d required", path, pk.N.BitLen(), minRSABits)
+		}
+	case *ecdsa.PublicKey:
+		if pk.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("auth: public key %s: ES256 needs a P-256 key, not %s", path, pk.Curve.Params().Name)
+		}
+	default:
+		return nil, fmt.Errorf("auth: public key %s: %T is neither an RSA nor an ECDSA key", path, k)
+	}
+	return k, nil
+}
+
+func parsePEMPublicKey(path string) (crypto.PublicKey, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth: public key: %w", err)
@@ -298,10 +421,23 @@ func (v *Verifier) loadJWKS(path string) error {
 		if err != nil {
 			return fmt.Errorf("auth: jwks %s: key %d (%s): %w", path, i, k.Kid, err)
 		}
-		v.keys[k.Kid] = pk
+		kid := k.Kid
+		if kid == "" {
+			// Tokens without kid try every key; the name only keeps
+			// kid-less keys apart.
+			kid = fmt.Sprintf("%s#%d", path, i)
+		}
+		if _, dup := v.keys[kid]; dup {
+			return fmt.Errorf("auth: jwks %s: key id %q used twice", path, kid)
+		}
+		v.keys[kid] = pk
 	}
 	return nil
 }
+
+// minRSABits is the smallest RSA modulus accepted: shorter keys can be
+// factored.
+const minRSABits = 2048
 
 func b64int(s string) (*big.Int, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
@@ -322,21 +458,33 @@ func (k jwk) publicKey() (crypto.PublicKey, error) {
 		if err != nil {
 			return nil, err
 		}
+		if n.BitLen() < minRSABits {
+			return nil, fmt.Errorf("RSA modulus of %d bits; at least %d required", n.BitLen(), minRSABits)
+		}
+		if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 || e.Bit(0) == 0 {
+			return nil, errors.New("RSA exponent out of range")
+		}
 		return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
 	case "EC":
 		if k.Crv != "P-256" {
 			return nil, fmt.Errorf("curve %s not supported", k.Crv)
 		}
-		x, err := b64int(k.X)
+		x, err := base64.RawURLEncoding.DecodeString(k.X)
 		if err != nil {
 			return nil, err
 		}
-		y, err := b64int(k.Y)
+		y, err := base64.RawURLEncoding.DecodeString(k.Y)
 		if err != nil {
 			return nil, err
 		}
-		pk := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
-		return pk, nil
+		if len(x) != 32 || len(y) != 32 {
+			return nil, errors.New("P-256 coordinates must be 32 bytes each")
+		}
+		// A point off the curve must never reach signature checks.
+		if _, err := ecdh.P256().NewPublicKey(append(append([]byte{4}, x...), y...)); err != nil {
+			return nil, fmt.Errorf("not a P-256 point: %w", err)
+		}
+		return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}, nil
 	}
 	return nil, fmt.Errorf("key type %s not supported", k.Kty)
 }

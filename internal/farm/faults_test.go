@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -211,8 +214,9 @@ func TestStalledClientIsClosedOthersOnTime(t *testing.T) {
 	})
 }
 
-// TestBadInput: malformed handshakes, invalid JSON, oversized frames and
-// unknown targets get a clear error or close, and the node keeps serving.
+// TestBadInput: malformed handshakes, invalid JSON, oversized frames,
+// unknown connection tokens and unknown targets get a clear error or close,
+// and the node keeps serving.
 func TestBadInput(t *testing.T) {
 	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
 		f := startFarm(t, b, 1, func(c *farm.NodeConfig) {
@@ -265,6 +269,52 @@ func TestBadInput(t *testing.T) {
 			_ = ws.WriteMessage(websocket.TextMessage, []byte(big))
 			readUntilClosed(t, ws, 5*time.Second)
 		})
+		t.Run("unknown connection token", func(t *testing.T) {
+			wsURL := "ws" + strings.TrimPrefix(base, "http") + hub + "?id="
+			upgrade := func(token string) (int, string) {
+				ws, resp, err := websocket.DefaultDialer.Dial(wsURL+url.QueryEscape(token), nil)
+				if err == nil {
+					ws.Close()
+					t.Fatalf("token %q: the WebSocket was accepted", token)
+				}
+				if resp == nil {
+					t.Fatalf("token %q: no HTTP answer: %v", token, err)
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, strings.TrimSpace(string(body))
+			}
+			// Garbage, a forged signature, and a token of another farm
+			// (another secret) are all unknown: 404 as ASP.NET Core answers.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			neg, err := client.Negotiate(ctx, base+hub, client.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(neg.ConnectionToken, ".")
+			if len(parts) != 3 {
+				t.Fatalf("token %q", neg.ConnectionToken)
+			}
+			for _, tok := range []string{"nope", "1.forged.token", parts[0] + "." + parts[1] + ".AAAA", parts[0] + "." + parts[1] + "x." + parts[2]} {
+				if code, body := upgrade(tok); code != http.StatusNotFound || body != "No Connection with that ID" {
+					t.Errorf("token %q: %d %q, want 404 No Connection with that ID", tok, code, body)
+				}
+			}
+			// A token already in use on this node is refused too.
+			c, err := client.DialToken(ctx, base+hub, neg.ConnectionToken, client.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if code, body := upgrade(neg.ConnectionToken); code != http.StatusConflict || !strings.Contains(body, "already has an active connection") {
+				t.Errorf("token in use: %d %q, want 409", code, body)
+			}
+			// The first connection with that token is unharmed.
+			if _, err := c.Invoke(ctx, "GetSessionHistory", "none", nil, 1); err != nil {
+				t.Errorf("the connection whose token was reused: %v", err)
+			}
+		})
 		t.Run("unknown target and bad arguments", func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -299,8 +349,10 @@ func TestBadInput(t *testing.T) {
 		if sid == "" {
 			t.Fatal("no session")
 		}
-		if got := len(f.nodes[0].Hub.Connections()); got != 1 {
-			t.Fatalf("node holds %d connections, want only the healthy one", got)
-		}
+		// Every bad connection is gone (the one that had its token reused
+		// was closed by its client; the node may take a moment to see it).
+		waitFor(t, 5*time.Second, "only the healthy connection to remain", func() bool {
+			return len(f.nodes[0].Hub.Connections()) == 1
+		})
 	})
 }

@@ -93,11 +93,12 @@ type negotiateResponse struct {
 func (n *Node) negotiate(h *Hub, w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	if !n.cors(w, r) {
-		n.log.Info("negotiate refused: origin not allowed", "hub", h.name, "request_id", requestID(r), "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		n.log.Info("negotiate refused: origin not allowed", "audit", true, "hub", h.name, "request_id", requestID(r), "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
 		http.Error(w, "Origin not allowed", http.StatusForbidden)
 		return
 	}
 	if !n.ipLimits.allow(clientIP(r), n.cfg.Now()) {
+		n.log.Info("negotiate refused: rate limited", "hub", h.name, "request_id", requestID(r), "remote", r.RemoteAddr)
 		http.Error(w, "Too many negotiate requests; retry later.", http.StatusTooManyRequests)
 		return
 	}

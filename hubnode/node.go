@@ -338,6 +338,15 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Server is shutting down.", http.StatusServiceUnavailable)
 		return
 	}
+	// The upgrader would refuse a foreign origin too, but anonymously:
+	// checked here, the refusal is counted by reason and audit-logged.
+	if !n.originAllowed(r) {
+		n.metrics.handshakeFailed("origin")
+		n.log.Info("websocket refused: origin not allowed", "audit", true, "hub", h.name, "request_id", requestID(r),
+			"origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		http.Error(w, "Origin not allowed", http.StatusForbidden)
+		return
+	}
 	if !n.ipLimits.allow(clientIP(r), n.cfg.Now()) {
 		n.metrics.handshakeFailed("rate_limited")
 		n.log.Info("websocket refused: rate limited", "hub", h.name, "request_id", requestID(r), "remote", r.RemoteAddr)

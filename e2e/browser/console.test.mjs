@@ -272,7 +272,20 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     assert.ok(await prompt.locator('.danger-badge').isVisible(), 'write_file is marked dangerous');
     await alice.page.locator('#approvals .approval', { hasText: 'write_file' }).waitFor(); // raised in alice's console too
     await shot(bob, 'approval-phone');
+    const alicePrompt = alice.page.locator('#approvals .approval', { hasText: 'write_file' });
+    const heights = await Promise.all([prompt, alicePrompt].map(async (p) => (await p.boundingBox()).height));
     await prompt.locator('button.approve').click();
+    // Both prompts end: in place and at their size, saying who decided,
+    // without their buttons (alice's learns it from the approval named in
+    // her tool's result)...
+    for (const [i, [p, who]] of [[prompt, 'you'], [alicePrompt, bobName]].entries()) {
+      await p.locator('.approval-outcome', { hasText: `Approved by ${who}` }).waitFor();
+      assert.equal(await p.getAttribute('data-state'), 'approved');
+      assert.equal(await p.locator('button').count(), 0, 'a decided prompt takes no decision');
+      assert.equal((await p.boundingBox()).height, heights[i], 'the decided prompt keeps its height');
+    }
+    await shot(alice, 'approval-decided');
+    // ... and then go.
     await prompt.waitFor({ state: 'detached' });
     // Alice's run ends (the tool ran once approved) and her prompt is gone.
     const run = alice.page.locator('#tool-runs .tool-run').first();

@@ -1,14 +1,15 @@
 // Unit tests of the web console's state and event handling (web/static/js),
 // run in Node without a browser: streamed answers, de-duplication of events
 // that reach both hub connections, ordering by event id, catch-up after a
-// reconnect, plan callbacks that do not name their session, approvals.
+// reconnect, plan callbacks that do not name their session, approvals and
+// their end for every member.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { Store } from '../../web/static/js/store.js';
+import { APPROVAL_TIMEOUT_MS, RESOLVED_APPROVAL_SHOWN_MS, SEEN_EVENTS_LIMIT, Store, approvalShown } from '../../web/static/js/store.js';
 import { ConsoleService } from '../../web/static/js/console.js';
-import { compareKeys, newerEventId, parseEventId } from '../../web/static/js/eventid.js';
+import { CATCH_UP_OVERLAP_MS, catchUpStart, compareKeys, newerEventId, parseEventId } from '../../web/static/js/eventid.js';
 import { backoffDelay } from '../../web/static/js/signalr.js';
 
 const SID = 'sess-1';
@@ -126,29 +127,58 @@ test('session events are applied once and ordered by event id, whatever the arri
   assert.equal(s.lastEventId, '300-0');
 });
 
-test('after a reconnect the console catches up from the last event before the loss', async () => {
+test('after a reconnect the console catches up from 30 s before the last event seen, and shows each event once, in order', async () => {
+  const T = 1_700_000_000_000;
+  const ev = (ms, id, content) => ({ eventId: `${T + ms}-0`, target: 'ReceiveSessionMessage', payload: { id, eventId: `${T + ms}-0`, content, sessionId: SID, role: 0 } });
   const history = [
-    { eventId: '100-0', target: 'ReceiveSessionMessage', payload: { id: 'a', eventId: '100-0', content: 'before', sessionId: SID, role: 0 } },
-    { eventId: '200-0', target: 'ReceiveSessionMessage', payload: { id: 'b', eventId: '200-0', content: 'missed 1', sessionId: SID, role: 0 } },
-    { eventId: '300-0', target: 'ReceiveSessionMessage', payload: { id: 'c', eventId: '300-0', content: 'missed 2', sessionId: SID, role: 0 } },
-    { eventId: '400-0', target: 'ReceiveSessionMessage', payload: { id: 'd', eventId: '400-0', content: 'live after', sessionId: SID, role: 0 } },
+    ev(0, 'a', 'before'),
+    // Published by another node and missed in the loss: older than the
+    // newest event this console saw live (from its own node).
+    ev(5000, 'b', 'missed, older than the last seen'),
+    ev(20000, 'c', 'seen live'),
+    ev(40000, 'd', 'missed after'),
+    ev(50000, 'e', 'live after the reconnect'),
   ];
   const { store, svc, calls } = service({
+    // The server reads from after any id of the right shape, existing or not.
     GetSessionHistory: (sid, after) => history.filter((e) => !after || newerEventId(e.eventId, after)),
     JoinSession: () => undefined,
   });
   store.sessionInfo({ id: SID, name: 'demo', type: 1 });
-  svc.apply('ReceiveSessionMessage', history[0].payload, '100-0', '');
+  for (const e of [history[0], history[2]]) svc.apply('ReceiveSessionMessage', e.payload, e.eventId, '');
   // The connection drops; the state handler snapshots where each session was.
   svc.resumeFrom = new Map([[SID, store.sessions.get(SID).lastEventId]]);
   // A live event arrives right after the reconnect, before the catch-up.
-  svc.apply('ReceiveSessionMessage', history[3].payload, '400-0', '');
+  svc.apply('ReceiveSessionMessage', history[4].payload, history[4].eventId, '');
   await svc.afterConnect(true);
   const s = store.sessions.get(SID);
-  assert.deepEqual(s.order.map((k) => s.items.get(k).content), ['before', 'missed 1', 'missed 2', 'live after']);
+  assert.deepEqual(s.order.map((k) => s.items.get(k).content), history.map((e) => e.payload.content), 'every event once, in event id order');
   const hist = calls.filter((c) => c[0] === 'GetSessionHistory');
-  assert.deepEqual(hist.map((c) => c[2]), ['100-0'], 'caught up after the last event seen before the loss');
+  assert.deepEqual(hist.map((c) => c[2]), [`${T + 20000 - CATCH_UP_OVERLAP_MS}-0`], 'catch-up starts 30 s before the last event seen before the loss');
+  assert.equal(s.lastEventId, history[4].eventId);
   assert.ok(!calls.some((c) => c[0] === 'JoinSession'), 'a joined session is not joined again after a reconnect');
+
+  // A second catch-up over the same stretch (another reconnect) adds nothing.
+  svc.resumeFrom = new Map([[SID, s.lastEventId]]);
+  await svc.afterConnect(true);
+  assert.equal(s.order.length, history.length);
+});
+
+test('catch-up start: 30 s before the event id, or the whole history', () => {
+  assert.equal(catchUpStart('1700000030000-7'), '1700000000000-0');
+  assert.equal(catchUpStart(''), null);
+  assert.equal(catchUpStart('garbage'), null);
+  assert.equal(catchUpStart('20000-3'), null, 'an overlap reaching back past the start reads everything');
+});
+
+test('the event ids a session remembers are bounded: the oldest are forgotten first', () => {
+  const { store } = service();
+  const s = store.session(SID);
+  for (let i = 1; i <= SEEN_EVENTS_LIMIT + 2; i++) assert.ok(s.markEvent(`${i}-0`));
+  assert.equal(s.seen.size, SEEN_EVENTS_LIMIT);
+  assert.ok(!s.seen.has('1-0') && !s.seen.has('2-0'), 'the oldest went');
+  assert.ok(!s.markEvent(`${SEEN_EVENTS_LIMIT + 2}-0`), 'a recent one is still known');
+  assert.equal(s.lastEventId, `${SEEN_EVENTS_LIMIT + 2}-0`);
 });
 
 test('the saved session list is restored and joined after a page load', async () => {
@@ -248,4 +278,83 @@ test('approvals replayed from an old history are over, recent ones are pending',
   svc.apply('ToolApprovalRequired', req('old'), '1-0', SID, new Date(Date.now() - 10 * 60 * 1000).toISOString());
   svc.apply('ToolApprovalRequired', req('new'), '2-0', SID, new Date(Date.now() - 10 * 1000).toISOString());
   assert.deepEqual(store.pendingApprovals(SID).map((a) => a.request.id), ['new']);
+});
+
+const approvalReq = (id, extra = {}) => ({ id, toolName: 'write_file', parameters: { path: 'x' }, agentId: 'writer', sessionId: SID, isDangerous: true, ...extra });
+
+test('a decision made elsewhere ends the prompt of a member who neither raised nor decided it', () => {
+  const { store, svc } = service();
+  store.sessionInfo({ id: SID, name: 'demo', type: 1 });
+  // This console's own tool run, waiting for something else.
+  const mine = store.toolRun(SID, { id: 'r1', agentId: 'writer', toolName: 'bash', parameters: { command: 'ls' }, status: 'sent', result: null });
+  svc.apply('ToolApprovalRequired', { ...approvalReq('ap1'), eventId: '10-0' }, '10-0', '');
+  svc.apply('ToolApprovalRequired', approvalReq('ap2'), '', '');
+  svc.apply('ToolApprovalRequired', approvalReq('ap3'), '', '');
+  assert.equal(store.pendingApprovals(SID).length, 3);
+  // ToolExecutionCompleted sent to the session: no sessionId in the result.
+  svc.apply('ToolExecutionCompleted', { success: true, output: 'ok', error: '', metadata: { approvalId: 'ap1', decidedBy: 'bob' }, eventId: '11-0' }, '11-0', '');
+  svc.apply('ToolExecutionCompleted', { success: false, output: '', error: 'Tool call not approved: denied by carol', metadata: { approvalId: 'ap2', decidedBy: 'carol' } }, '', '');
+  svc.apply('ToolExecutionCompleted', { success: false, output: '', error: 'Tool call not approved: approval timed out', metadata: { approvalId: 'ap3', decidedBy: 'timeout' } }, '', '');
+  const s = store.sessions.get(SID);
+  const now = Date.now();
+  assert.deepEqual(['ap1', 'ap2', 'ap3'].map((id) => [s.approvals.get(id).state, s.approvals.get(id).decidedBy]),
+    [['approved', 'bob'], ['denied', 'carol'], ['timedout', '']]);
+  assert.equal(store.pendingApprovals(SID).length, 0, 'no prompt takes a decision any more');
+  // Each says how it ended for a moment, then goes.
+  assert.deepEqual(approvalShown(s.approvals.get('ap1'), now), { state: 'approved', open: false, until: s.approvals.get('ap1').resolvedAt + RESOLVED_APPROVAL_SHOWN_MS });
+  assert.equal(approvalShown(s.approvals.get('ap1'), now + RESOLVED_APPROVAL_SHOWN_MS + 1), null);
+  // A second copy of a decision (the other hub) changes nothing.
+  const { resolvedAt } = s.approvals.get('ap2');
+  store.approvalResolved({ success: true, metadata: { approvalId: 'ap2', decidedBy: 'dave' } });
+  assert.deepEqual([s.approvals.get('ap2').decidedBy, s.approvals.get('ap2').resolvedAt], ['carol', resolvedAt]);
+  // The tool runs of this console are not ended by others' results.
+  assert.equal(mine.status, 'sent');
+  assert.equal(mine.result, null);
+});
+
+test('the requester learns who decided from its ToolExecutionCompleted, and its run ends', async () => {
+  let completed;
+  const { store, svc } = service({ ExecuteTool: () => new Promise((r) => { completed = r; }) });
+  store.sessionInfo({ id: SID, name: 'demo', type: 1 });
+  store.select(SID);
+  const running = svc.runTool(SID, { agentId: 'writer', toolName: 'write_file', parameters: { path: 'x' } });
+  svc.apply('ToolApprovalRequired', approvalReq('ap1'), '', '');
+  const result = { success: false, output: '', error: 'disk full', metadata: { approvalId: 'ap1', decidedBy: 'bob' } };
+  svc.apply('ToolExecutionCompleted', result, '', '');
+  const a = store.sessions.get(SID).approvals.get('ap1');
+  assert.deepEqual([a.state, a.decidedBy], ['approved', 'bob'], 'approved, although the tool then failed');
+  completed({ success: false, error: 'disk full' });
+  await running;
+  const [run] = store.sessions.get(SID).toolRuns;
+  assert.equal(run.status, 'done');
+  assert.equal(run.result, result);
+  assert.equal(a.decidedBy, 'bob', 'the fallback by parameters does not overwrite a known decision');
+});
+
+test('decisions found in the history end their prompts; one heard before its prompt is remembered', async () => {
+  const now = Date.now();
+  const at = (ms) => new Date(now - ms).toISOString();
+  const history = [
+    { eventId: '1-0', timestamp: at(60000), target: 'ToolApprovalRequired', payload: { ...approvalReq('ap1'), eventId: '1-0' } },
+    { eventId: '2-0', timestamp: at(50000), target: 'ToolExecutionCompleted', payload: { success: true, metadata: { approvalId: 'ap1', decidedBy: 'bob' }, eventId: '2-0' } },
+    { eventId: '3-0', timestamp: at(40000), target: 'ToolApprovalRequired', payload: { ...approvalReq('ap2'), eventId: '3-0' } },
+  ];
+  const { store, svc } = service({ GetSessionHistory: () => history });
+  store.session(SID);
+  // ap2 was decided, and this console heard it, before the history told of the prompt.
+  store.approvalResolved({ success: false, error: 'Tool call not approved: denied by carol', metadata: { approvalId: 'ap2', decidedBy: 'carol' } });
+  await svc.catchUp(SID, '');
+  const s = store.sessions.get(SID);
+  assert.equal(s.approvals.get('ap1').state, 'approved');
+  assert.deepEqual([s.approvals.get('ap2').state, s.approvals.get('ap2').decidedBy], ['denied', 'carol']);
+  assert.equal(store.pendingApprovals(SID).length, 0);
+});
+
+test('a prompt nobody answers shows as timed out once the farm\'s approval timeout has passed', () => {
+  const now = Date.now();
+  const a = { request: approvalReq('ap1'), state: 'pending', at: now - APPROVAL_TIMEOUT_MS - 10 };
+  assert.deepEqual(approvalShown(a, now), { state: 'timedout', open: false, until: a.at + APPROVAL_TIMEOUT_MS + RESOLVED_APPROVAL_SHOWN_MS });
+  assert.equal(approvalShown(a, now + RESOLVED_APPROVAL_SHOWN_MS), null);
+  assert.deepEqual(approvalShown({ ...a, at: now }, now), { state: 'pending', open: true, until: now + APPROVAL_TIMEOUT_MS });
+  assert.equal(approvalShown({ ...a, state: 'dismissed', at: now }, now), null);
 });

@@ -4,6 +4,8 @@
 
 import { HubClient, HubError } from './signalr.js';
 import { AgentTargets, Targets } from './contract.js';
+import { catchUpStart } from './eventid.js';
+import { approvalIdOf } from './store.js';
 
 const HISTORY_PAGE = 500;
 const HISTORY_PAGES = 20;
@@ -105,7 +107,13 @@ export class ConsoleService {
         // history carry an eventId, and the store applies each once; so are
         // callbacks with ids of their own. Anything else is taken from one
         // hub only.
-        if (!arg?.eventId && !selfDeduplicating(target, arg) && AgentTargets.has(target) !== (name === 'agent')) return;
+        if (!arg?.eventId && !selfDeduplicating(target, arg) && AgentTargets.has(target) !== (name === 'agent')) {
+          // Except the news that an approval was decided, which ends its
+          // prompt whichever connection hears of it (the store takes each
+          // decision once).
+          if (target === 'ToolExecutionCompleted') store.approvalResolved(arg);
+          return;
+        }
         this.apply(target, arg, arg?.eventId || '', '');
       });
     }
@@ -141,7 +149,10 @@ export class ConsoleService {
         break;
       case 'ToolExecutionStarted':
       case 'ToolExecutionUpdate':
+        this.toolEvent(target, arg, sessionId);
+        break;
       case 'ToolExecutionCompleted':
+        store.approvalResolved(arg, sessionId, eventId);
         this.toolEvent(target, arg, sessionId);
         break;
       case 'OrchestrationPlanCreated':
@@ -206,18 +217,34 @@ export class ConsoleService {
     store.notice(e.error || 'error', 'error', store.sessions.has(sid) ? sid : '', id, e.eventId || '');
   }
 
+  /**
+   * A tool run of this console moves on. Results do not name their session
+   * or run: a result that names an approval belongs to the run that waited
+   * for it (the store linked them when the prompt came), and a result
+   * without one to the oldest run still going that waited for none.
+   */
   toolEvent(target, arg, sessionId) {
     const { store } = this;
-    const sid = arg.sessionId || sessionId || store.currentId;
-    const s = store.sessions.get(sid);
-    if (!s) return;
-    const run = s.toolRuns.find((r) => r.status !== 'done' && (!arg.toolName || r.toolName === arg.toolName));
-    if (!run) return;
-    if (target === 'ToolExecutionCompleted') store.toolRunUpdate(sid, run, { status: 'done', result: arg });
-    else store.toolRunUpdate(sid, run, { status: arg.status || 'running', message: arg.message || '' });
+    const sid = arg.sessionId || sessionId;
+    const sessions = sid ? [store.sessions.get(sid)] : [store.current, ...store.sessions.values()];
+    const approvalId = approvalIdOf(arg);
+    for (const s of sessions) {
+      if (!s) continue;
+      const going = (r) => r.status !== 'done' && (!arg.toolName || r.toolName === arg.toolName) && (!arg.agentId || r.agentId === arg.agentId);
+      const run = target !== 'ToolExecutionCompleted'
+        ? s.toolRuns.find(going)
+        : s.toolRuns.findLast((r) => going(r) && (approvalId ? r.approvalId === approvalId : !r.approvalId));
+      if (!run) continue;
+      if (target === 'ToolExecutionCompleted') store.toolRunUpdate(s.id, run, { status: 'done', result: arg });
+      else store.toolRunUpdate(s.id, run, { status: arg.status || 'running', message: arg.message || '' });
+      return;
+    }
   }
 
-  /** After (re)connecting: join the saved sessions and catch up with their history. */
+  /**
+   * After (re)connecting: join the saved sessions and catch up with their
+   * history, from the newest event each had before the loss.
+   */
   async afterConnect(again) {
     const { store } = this;
     const resume = this.resumeFrom || new Map();
@@ -238,11 +265,17 @@ export class ConsoleService {
     store.changed('caughtUp');
   }
 
-  /** Applies the session's events after eventId (all of them when empty). */
-  async catchUp(sessionId, afterEventId) {
+  /**
+   * Applies the session's events that were not applied yet, from
+   * CATCH_UP_OVERLAP_MS before lastEventId (the whole history when it is
+   * empty): an event missed in a loss can be older than the newest one seen
+   * (see catchUpStart). The store skips the events it has already applied,
+   * by eventId, and places the others in event id order.
+   */
+  async catchUp(sessionId, lastEventId) {
     const s = this.store.sessions.get(sessionId);
     if (!s || s.status === 'missing' || s.status === 'forbidden') return;
-    let after = afterEventId || null;
+    let after = catchUpStart(lastEventId);
     for (let page = 0; page < HISTORY_PAGES; page++) {
       let events;
       try {
@@ -358,7 +391,9 @@ export class ConsoleService {
     try {
       const res = await this.hubs.agent.invoke('ExecuteTool', { agentId, sessionId, toolName, parameters });
       this.store.toolRunUpdate(sessionId, run, { status: 'done', result: run.result || res });
-      this.store.approvalsAnswered(sessionId, run, !!res?.success);
+      // Normally ToolExecutionCompleted, just before, named the approval and
+      // who decided; this covers a farm whose result does not.
+      this.store.approvalsAnswered(sessionId, run, !!res?.success || !/not approved/i.test(res?.error || ''));
     } catch (err) {
       this.store.toolRunUpdate(sessionId, run, { status: 'done', result: { success: false, error: errorText(err) } });
     }

@@ -8,7 +8,18 @@ import { BusyStatuses, MessageRole, ResponseType } from './contract.js';
 
 const STORAGE_PREFIX = 'hubfarm.console.v1';
 /** How long the farm waits for a tool approval by default (then it denies). */
-const APPROVAL_TIMEOUT_MS = 5 * 60 * 1000;
+export const APPROVAL_TIMEOUT_MS = 5 * 60 * 1000;
+/**
+ * Event ids remembered per session to apply each event once. A catch-up
+ * re-reads the last 30 s of the history, so this must hold more events than
+ * a session records in that time; past it the oldest are forgotten (their
+ * items de-duplicate by their own ids as well).
+ */
+export const SEEN_EVENTS_LIMIT = 10000;
+/** How long a decided approval prompt stays up, saying who decided, before it goes. */
+export const RESOLVED_APPROVAL_SHOWN_MS = 4000;
+/** Decisions remembered for approvals this console has not seen (yet). */
+const RESOLVED_APPROVALS_LIMIT = 500;
 
 /** One session as the console knows it. */
 export class SessionState {
@@ -19,14 +30,14 @@ export class SessionState {
     this.status = 'joining'; // joining | joined | missing | forbidden | left
     this.error = '';
     this.lastEventId = ''; // newest event id seen
-    this.seen = new Set(); // event ids applied
+    this.seen = new Set(); // event ids applied, oldest first (at most SEEN_EVENTS_LIMIT)
     this.items = new Map(); // key -> chat item
     this.order = []; // keys, sorted by item.sort
     this.localSeq = 0;
     this.plans = new Map(); // planId -> PlanState (below)
     this.planOrder = [];
     this.toolRuns = []; // {id, agentId, toolName, parameters, status, result}
-    this.approvals = new Map(); // approvalId -> {request, state, note}
+    this.approvals = new Map(); // approvalId -> {request, state, note, decidedBy, at, resolvedAt}
     this.unread = 0;
   }
 
@@ -60,6 +71,8 @@ export class SessionState {
     if (!eventId) return true;
     if (this.seen.has(eventId)) return false;
     this.seen.add(eventId);
+    // A Set iterates in insertion order: the first one is the oldest.
+    if (this.seen.size > SEEN_EVENTS_LIMIT) this.seen.delete(this.seen.values().next().value);
     if (newerEventId(eventId, this.lastEventId)) this.lastEventId = eventId;
     return true;
   }
@@ -98,7 +111,8 @@ export class Store extends EventTarget {
     };
     this.farm = { nodes: [], servedBy: '', rates: new Map(), error: '', updated: 0 };
     this.notices = []; // {id, text, level}
-    this.seenResponses = new Set(); // AgentResponse ids (chunks may arrive on two paths)
+    this.seenResponses = new Set(); // AgentResponse ids (chunks may arrive on two paths), oldest first
+    this.resolvedApprovals = new Map(); // approvalId -> decision, for prompts not seen (yet)
   }
 
   changed(what, detail = {}) {
@@ -238,8 +252,8 @@ export class Store extends EventTarget {
     if (r.id) {
       const seenKey = `${r.id}:${r.isComplete ? 1 : 0}`;
       if (this.seenResponses.has(seenKey)) return;
-      if (this.seenResponses.size >= 20000) this.seenResponses.clear(); // bounded; event ids still de-duplicate
       this.seenResponses.add(seenKey);
+      if (this.seenResponses.size > 20000) this.seenResponses.delete(this.seenResponses.values().next().value);
     }
     const answerKey = `ans:${dto.agentId}:${r.messageId || r.id}`;
     const [item, created] = s.upsertItem(answerKey, eventId, () => ({
@@ -408,30 +422,96 @@ export class Store extends EventTarget {
     this.changed('tools', { sessionId });
   }
 
-  /** A tool waits for approval; one found in the history past the farm's approval timeout is over. */
+  /**
+   * A tool waits for approval. `recordedAt` (from the history) dates it: one
+   * past the farm's approval timeout is over and never shown; one already
+   * decided (the decision came first) is recorded as decided.
+   */
   approvalRequired(req, eventId = req?.eventId, recordedAt = '') {
     if (!req?.id || !req.sessionId) return;
     const s = this.session(req.sessionId);
     if (!s.markEvent(eventId)) return;
     if (s.approvals.has(req.id)) return;
-    const age = recordedAt ? Date.now() - Date.parse(recordedAt) : 0;
-    const state = age > APPROVAL_TIMEOUT_MS ? 'expired' : 'pending';
-    s.approvals.set(req.id, { request: req, state, note: '' });
-    if (state === 'expired') return;
-    this.bump(s);
+    const now = Date.now();
+    const at = recordedAt && Number.isFinite(Date.parse(recordedAt)) ? Math.min(now, Date.parse(recordedAt)) : now;
+    const a = { request: req, state: 'pending', note: '', decidedBy: '', at, resolvedAt: 0 };
+    s.approvals.set(req.id, a);
+    // A run of this console waiting for this approval: their result names it.
+    const params = canonicalJSON(req.parameters ?? {});
+    const run = s.toolRuns.findLast((r) => r.status !== 'done' && !r.approvalId && r.toolName === req.toolName && r.agentId === req.agentId &&
+      canonicalJSON(r.parameters ?? {}) === params);
+    if (run) run.approvalId = req.id;
+    const decided = this.resolvedApprovals.get(req.id);
+    if (decided) {
+      Object.assign(a, decided);
+    } else if (now - at > APPROVAL_TIMEOUT_MS) {
+      a.state = 'expired';
+      return;
+    }
+    if (a.state === 'pending') this.bump(s);
     this.changed('approvals', { sessionId: s.id });
   }
 
+  /**
+   * This console's own answer to an approval: 'sending', then 'approved' /
+   * 'denied' (decided by this user), 'error' (with the server's reason) or
+   * 'dismissed' (a failed one put away; hidden at once).
+   */
   approvalDecided(sessionId, id, state, note = '') {
     const s = this.sessions.get(sessionId);
     const a = s?.approvals.get(id);
     if (!a) return;
+    if (FinalApprovalStates.has(a.state) && a.decidedBy && state !== 'dismissed') return; // someone's decision arrived first
     a.state = state;
     a.note = note;
+    if (FinalApprovalStates.has(state)) {
+      a.decidedBy = this.identity?.user || '';
+      a.resolvedAt = Date.now();
+    }
     this.changed('approvals', { sessionId });
   }
 
-  /** A tool run ended: its approval prompts here were answered (by someone). */
+  /**
+   * ToolExecutionCompleted for a call that waited for approval: its
+   * metadata (or the result itself) names the approval (`approvalId`) and
+   * who decided (`decidedBy`: a user, "timeout" or "cancelled"); the error
+   * of a call that was not approved starts with "Tool call not approved".
+   * Ends the prompt in whichever session holds it, for every member whose
+   * console hears of it; remembered for a prompt not seen yet.
+   */
+  approvalResolved(result, sessionId = '', eventId = '') {
+    const id = approvalIdOf(result);
+    if (!id) return false;
+    const meta = result.metadata && typeof result.metadata === 'object' ? result.metadata : {};
+    const s0 = sessionId ? this.sessions.get(sessionId) : null;
+    if (s0 && !s0.markEvent(eventId)) return true;
+    const by = String(meta.decidedBy ?? result.decidedBy ?? '');
+    const explicit = meta.approved ?? result.approved;
+    const approved = typeof explicit === 'boolean' ? explicit : !/^Tool call not approved/i.test(result.error || '');
+    const state = approved ? 'approved' : by === 'timeout' ? 'timedout' : by === 'cancelled' ? 'cancelled' : 'denied';
+    const decision = { state, decidedBy: ['timeout', 'cancelled', 'policy'].includes(by) ? '' : by, note: '', resolvedAt: Date.now() };
+    const holders = s0?.approvals.has(id) ? [s0] : [...this.sessions.values()].filter((s) => s.approvals.has(id));
+    if (!holders.length) {
+      this.resolvedApprovals.set(id, decision);
+      if (this.resolvedApprovals.size > RESOLVED_APPROVALS_LIMIT) this.resolvedApprovals.delete(this.resolvedApprovals.keys().next().value);
+      return true;
+    }
+    for (const s of holders) {
+      const a = s.approvals.get(id);
+      // The first news of a decision wins; a later copy (the other hub, the
+      // history) changes nothing, and neither does it revive a dismissed prompt.
+      if (a.state === 'expired' || a.state === 'dismissed' || (FinalApprovalStates.has(a.state) && a.decidedBy)) continue;
+      const shownSince = FinalApprovalStates.has(a.state) ? a.resolvedAt : decision.resolvedAt;
+      Object.assign(a, decision, { resolvedAt: shownSince });
+      this.changed('approvals', { sessionId: s.id });
+    }
+    return true;
+  }
+
+  /**
+   * A tool run of this console ended without news of its approval (an older
+   * farm): its approval prompts here were answered, by someone.
+   */
   approvalsAnswered(sessionId, run, approved) {
     const s = this.sessions.get(sessionId);
     if (!s) return;
@@ -443,6 +523,7 @@ export class Store extends EventTarget {
       const r = a.request;
       if (a.state === 'pending' && r.toolName === run.toolName && r.agentId === run.agentId && canonicalJSON(r.parameters ?? {}) === params) {
         a.state = approved ? 'approved' : 'denied';
+        a.resolvedAt = Date.now();
         changed = true;
       }
     }
@@ -451,7 +532,8 @@ export class Store extends EventTarget {
 
   pendingApprovals(sessionId) {
     const s = this.sessions.get(sessionId);
-    return s ? [...s.approvals.values()].filter((a) => a.state === 'pending') : [];
+    const now = Date.now();
+    return s ? [...s.approvals.values()].filter((a) => approvalShown(a, now)?.open) : [];
   }
 
   // ---- connections and farm ---------------------------------------------
@@ -487,6 +569,36 @@ export class Store extends EventTarget {
     this.farm = { ...this.farm, error: err.message || String(err) };
     this.changed('farm');
   }
+}
+
+/** The approval a ToolExecutionResult names (in its metadata, or itself), or ''. */
+export function approvalIdOf(result) {
+  const meta = result?.metadata && typeof result.metadata === 'object' ? result.metadata : {};
+  const id = meta.approvalId ?? result?.approvalId;
+  return typeof id === 'string' ? id : '';
+}
+
+/** Approval states that end a prompt. */
+const FinalApprovalStates = new Set(['approved', 'denied', 'timedout', 'cancelled']);
+
+/**
+ * How an approval prompt shows at time now: null when it is not shown (never
+ * shown, dismissed, or decided more than RESOLVED_APPROVAL_SHOWN_MS ago);
+ * otherwise {state, open, until}: open prompts take a decision; a decided
+ * one says how it ended until it goes. A prompt nobody answered within the
+ * farm's approval timeout shows as timed out (the farm denied it). `until`
+ * is when this changes next (the view redraws then).
+ */
+export function approvalShown(a, now = Date.now()) {
+  if (!a || a.state === 'expired' || a.state === 'dismissed') return null;
+  if (FinalApprovalStates.has(a.state)) {
+    const until = (a.resolvedAt || 0) + RESOLVED_APPROVAL_SHOWN_MS;
+    return now < until ? { state: a.state, open: false, until } : null;
+  }
+  const deadline = (a.at || now) + APPROVAL_TIMEOUT_MS;
+  if (now < deadline) return { state: a.state, open: true, until: deadline };
+  const until = deadline + RESOLVED_APPROVAL_SHOWN_MS;
+  return now < until ? { state: 'timedout', open: false, until } : null;
 }
 
 /** JSON with object keys sorted at every level: equal values, equal text. */

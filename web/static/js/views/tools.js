@@ -1,12 +1,13 @@
 // Tools: run a tool through an agent (ExecuteTool) and see its result; and
 // the approval prompts (ToolApprovalRequired) of the current session, which
-// any member may approve or deny.
+// any member may approve or deny, until someone did.
 
 import { h, mount } from '../dom.js';
 import { ToolNames } from '../contract.js';
 import { agentPicker } from './agent-picker.js';
 import { agentName } from './chat.js';
 import { busy } from './sessions.js';
+import { approvalShown } from '../store.js';
 
 export function mountTools(root, store, service) {
   const agent = agentPicker(store, { legend: 'Agent', single: true });
@@ -65,27 +66,68 @@ export function mountTools(root, store, service) {
   render();
 }
 
+/** What a decided prompt says, in place of its buttons. */
+function outcomeText(store, state, decidedBy) {
+  const who = decidedBy && decidedBy === store.identity?.user ? 'you' : decidedBy;
+  switch (state) {
+    case 'approved': return who ? `Approved by ${who}` : 'Approved';
+    case 'denied': return who ? `Denied by ${who}` : 'Denied';
+    case 'timedout': return 'Timed out: nobody answered, the tool did not run';
+    case 'cancelled': return 'Cancelled: the request was withdrawn';
+    default: return state;
+  }
+}
+
+/**
+ * The approval prompts of the current session. A decided prompt (here, by
+ * another member, or by the farm's timeout) keeps its place and size and
+ * says how it ended instead of offering the buttons, for a few seconds, then
+ * goes.
+ */
 export function mountApprovals(root, store, service) {
+  let timer = 0;
   const render = () => {
+    clearTimeout(timer);
+    timer = 0;
     const s = store.current;
-    const items = s ? [...s.approvals.values()].filter((a) => !['approved', 'denied', 'expired'].includes(a.state)) : [];
+    const now = Date.now();
+    const items = [];
+    for (const a of s ? s.approvals.values() : []) {
+      const shown = approvalShown(a, now);
+      if (shown) items.push({ a, shown });
+    }
     root.hidden = items.length === 0;
-    const focused = root.contains(document.activeElement) ? document.activeElement.dataset.action : null;
-    mount(root, items.map(({ request: r, state, note }) => {
+    const active = root.contains(document.activeElement) ? document.activeElement : null;
+    const focused = active && { action: active.dataset.action, approval: active.closest('[data-approval]')?.dataset.approval };
+    mount(root, items.map(({ a: { request: r, state, note, decidedBy }, shown }) => {
       const decide = (approved) => service.decide(s.id, r.id, approved, approved ? 'approved in the console' : 'denied in the console');
-      return h('article', { class: `approval${r.isDangerous ? ' dangerous' : ''}`, 'data-approval': r.id, role: 'group', 'aria-labelledby': `ap-${r.id}` },
-        h('header', {},
-          h('h2', { id: `ap-${r.id}` }, 'Approval needed: ', h('code', {}, r.toolName)),
-          r.isDangerous ? h('span', { class: 'danger-badge' }, h('span', { 'aria-hidden': 'true' }, '⚠ '), 'Dangerous') : null),
-        h('p', { class: 'approval-meta' }, `Requested by ${agentName(store, r.agentId)}`),
-        h('pre', { class: 'params', 'aria-label': 'Parameters' }, JSON.stringify(r.parameters ?? {}, null, 2)),
-        note ? h('p', { class: 'form-error', role: 'alert' }, note) : null,
-        h('div', { class: 'actions' },
+      return h('article', {
+        class: `approval${r.isDangerous ? ' dangerous' : ''}${shown.open ? '' : ' resolved'}`,
+        'data-approval': r.id, 'data-state': shown.state, role: 'group', 'aria-labelledby': `ap-${r.id}`, tabindex: -1,
+      },
+      h('header', {},
+        // The same heading either way: it wraps the same, and the prompt keeps its height.
+        h('h2', { id: `ap-${r.id}` }, 'Tool approval: ', h('code', {}, r.toolName)),
+        r.isDangerous ? h('span', { class: 'danger-badge' }, h('span', { 'aria-hidden': 'true' }, '⚠ '), 'Dangerous') : null),
+      h('p', { class: 'approval-meta' }, `Requested by ${agentName(store, r.agentId)}`),
+      h('pre', { class: 'params', 'aria-label': 'Parameters' }, JSON.stringify(r.parameters ?? {}, null, 2)),
+      shown.open && note ? h('p', { class: 'form-error', role: 'alert' }, note) : null,
+      shown.open
+        ? h('div', { class: 'actions' },
           h('button', { type: 'button', class: 'primary approve', 'data-action': 'approve', disabled: state === 'sending', onclick: () => decide(true) }, 'Approve'),
           h('button', { type: 'button', class: 'danger-outline deny', 'data-action': 'deny', disabled: state === 'sending', onclick: () => decide(false) }, 'Deny'),
-          state === 'error' ? h('button', { type: 'button', class: 'link', onclick: () => store.approvalDecided(s.id, r.id, 'denied') }, 'Dismiss') : null));
+          state === 'error' ? h('button', { type: 'button', class: 'link', 'data-action': 'dismiss', onclick: () => store.approvalDecided(s.id, r.id, 'dismissed') }, 'Dismiss') : null)
+        : h('p', { class: 'actions approval-outcome', role: 'status' }, outcomeText(store, shown.state, decidedBy)));
     }));
-    if (focused) root.querySelector(`[data-action="${focused}"]`)?.focus();
+    if (focused) {
+      // Keep the keyboard where it was: the same button, else its prompt
+      // (decided meanwhile), else the main area (the prompt went).
+      const card = focused.approval && [...root.querySelectorAll('[data-approval]')].find((el) => el.dataset.approval === focused.approval);
+      const target = (card && focused.action && card.querySelector(`[data-action="${focused.action}"]`)) || card || document.getElementById('main');
+      target?.focus({ preventScroll: true });
+    }
+    const next = Math.min(...items.map((i) => i.shown.until));
+    if (Number.isFinite(next)) timer = setTimeout(render, Math.max(0, next - now) + 50);
   };
   store.addEventListener('change', (e) => {
     if (e.detail.what === 'current' || (e.detail.what === 'approvals' && e.detail.sessionId === store.currentId)) render();

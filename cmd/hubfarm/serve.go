@@ -16,6 +16,12 @@ import (
 	"github.com/orchestratorchat/hubfarm/orchestration/tools"
 )
 
+// shutdownSlack is how long serve's shutdown may run beyond the drain
+// window: a busy connection's last invocation, releasing running jobs and
+// deregistering. Process managers must allow drain window + this before
+// SIGKILL (deploy/ files; checked by deploy_test.go).
+const shutdownSlack = 15 * time.Second
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlagSet("serve", stderr)
 	var (
@@ -106,7 +112,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "hubfarm node %s serving on %s\n", node.ID, node.URL())
 	<-ctx.Done()
 	log.Info("shutting down", "drain_window", nf.drainWindow)
-	shutCtx, cancel2 := context.WithTimeout(context.Background(), nf.drainWindow+15*time.Second)
+	shutCtx, cancel2 := context.WithTimeout(context.Background(), nf.drainWindow+shutdownSlack)
 	defer cancel2()
 	if err := node.Shutdown(shutCtx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("shutdown: %w", err)

@@ -150,6 +150,16 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     await alice.page.locator(`#farm-nodes tr.mine[data-node="${aliceNode}"]`).waitFor();
     const nodes = await alice.page.locator('#farm-nodes tbody tr[data-node]').count();
     assert.equal(nodes, farm().nodes, 'the farm view lists every node');
+    const conns = Number(await alice.page.locator(`#farm-nodes tr[data-node="${aliceNode}"] td.num`).first().textContent());
+    assert.ok(conns >= 1, `the node serving alice counts her connection (${conns})`);
+    // A node's message rate comes from two of its answers; ask the farm
+    // (round-robin behind the dev proxy) until some node answered twice.
+    const rates = () => alice.page.evaluate(() => [...document.querySelectorAll('#farm-nodes tbody tr[data-node] td:nth-of-type(3)')]
+      .map((td) => td.textContent));
+    for (let i = 0; i < 10 && !(await rates()).some((r) => /^\d+\.\d$/.test(r)); i++) {
+      await alice.page.evaluate(() => globalThis.hubfarmConsole.service.pollFarm());
+    }
+    assert.ok((await rates()).some((r) => /^\d+\.\d$/.test(r)), `a node shows its message rate: ${await rates()}`);
     await shot(alice, 'farm');
   });
 
@@ -198,14 +208,23 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
   await t.test('an agent answer streams into both consoles', { skip: !agentsAvailable && 'no GetAgents on this farm' }, async () => {
     // Record how the answer grows in each console, chunk by chunk (several
     // chunks may arrive in one frame and be drawn once: count them in the store).
+    // And where the chat log and the composer are on the page after each
+    // drawn change: an answer growing must not move them.
     for (const c of [alice, bob]) {
       await c.page.evaluate(() => {
         const { store } = globalThis.hubfarmConsole;
         const seen = (globalThis.answerGrowth = []);
+        const boxes = (globalThis.answerLayout = []);
+        const where = () => ['#chat-log', '#composer', '#agents-bar'].map((sel) => {
+          const r = document.querySelector(sel).getBoundingClientRect();
+          return `${sel} ${r.top + window.scrollY} ${r.height}`;
+        }).join(' | ');
+        boxes.push(where());
         store.addEventListener('change', (e) => {
           if (e.detail.what !== 'item' || !e.detail.key.startsWith('ans:')) return;
           const item = store.sessions.get(e.detail.sessionId).items.get(e.detail.key);
           seen.push({ len: item.content.length, complete: item.complete });
+          requestAnimationFrame(() => requestAnimationFrame(() => boxes.push(where())));
         });
       });
     }
@@ -224,6 +243,10 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
       const partial = new Set(growth.filter((g) => !g.complete && g.len > 0).map((g) => g.len));
       assert.ok(partial.size >= 2, `${c.label}: the answer arrived in pieces before it completed: ${JSON.stringify(growth)}`);
       assert.equal(growth.at(-1)?.complete, true, `${c.label}: the answer completed`);
+      const layouts = await c.page.evaluate(() => globalThis.answerLayout);
+      assert.ok(layouts.length > 2, `${c.label}: the layout was measured while the answer streamed (${layouts.length})`);
+      const moved = [...new Set(layouts)];
+      assert.equal(moved.length, 1, `${c.label}: the page did not move while the answer streamed: ${moved.join('\n')}`);
     }
     await shot(alice, 'agent-answer');
   });

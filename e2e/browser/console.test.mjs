@@ -381,6 +381,10 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     const idx = missed.map((m) => order.findIndex((o) => o.includes(m)));
     assert.deepEqual([...idx].sort((a, b) => a - b), idx, `missed messages in order: ${idx}`);
     assert.equal(await message(bob.page, 'While you were away (2)').count(), 1, 'caught-up messages are not doubled');
+    // The catch-up re-read the 30 s before the last event bob saw: what he
+    // had seen then is not shown again.
+    await bob.page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    assert.equal(await message(bob.page, 'Hello from alice').count(), 1, 'messages seen before the loss are not doubled');
 
     // And the chat goes on both ways.
     await sendChat(bob.page, 'bob is back');

@@ -2,9 +2,12 @@
 // driven by playwright-core) against a `hubfarm dev` farm. Two browser
 // contexts (two people, separate storage), served by different nodes, share
 // one session: chat crosses between them, an agent's answer streams into
-// both, a plan runs to 100 %, a tool approval raised by one is approved by
-// the other, and a console whose connection was killed reconnects and shows
-// the messages sent while it was away. Screenshots go to e2e/artifacts/.
+// both (without moving the page), a plan runs to 100 %, a tool approval
+// raised by one is approved by the other (and both prompts say so, then
+// go), and a console whose connection was killed reconnects and shows the
+// messages sent while it was away, once. The farm view, the phone and
+// laptop widths and the tabs' keyboard use are checked on the way.
+// Screenshots go to e2e/artifacts/.
 //
 // Environment:
 //   HUBFARM_CHROMIUM   the Chromium binary (default /usr/bin/chromium)

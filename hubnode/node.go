@@ -87,6 +87,11 @@ type Node struct {
 	stop     chan struct{}
 	loops    sync.WaitGroup
 	connWG   sync.WaitGroup
+	// admitMu orders a new connection's connWG.Add against Drain's
+	// Wait: a connection is counted before the drain starts waiting, or
+	// it sees the drain and is not admitted (sync.WaitGroup forbids an
+	// Add from zero that races with Wait).
+	admitMu sync.Mutex
 }
 
 // New creates a node. Attach a backplane with SetBackplane before Start.
@@ -180,7 +185,9 @@ func (n *Node) Draining() bool { return n.draining.Load() }
 // reconnects do not land on the other nodes all at once. It returns when all
 // connections are gone or ctx ends.
 func (n *Node) Drain(ctx context.Context, window time.Duration) error {
+	n.admitMu.Lock()
 	n.draining.Store(true)
+	n.admitMu.Unlock()
 	conns := n.Connections()
 	var step time.Duration
 	if len(conns) > 0 && window > 0 {
@@ -424,8 +431,17 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.installControlHandlers()
-	n.log.Debug("websocket accepted", "conn", c.id, "hub", h.name, "user", ident.User, "request_id", requestID(r), "remote", r.RemoteAddr)
+	n.admitMu.Lock()
+	if n.draining.Load() {
+		n.admitMu.Unlock()
+		n.metrics.handshakeFailed("draining")
+		cancel()
+		_ = ws.Close()
+		return
+	}
 	n.connWG.Add(1)
+	n.admitMu.Unlock()
+	n.log.Debug("websocket accepted", "conn", c.id, "hub", h.name, "user", ident.User, "request_id", requestID(r), "remote", r.RemoteAddr)
 	go n.runConn(c)
 }
 

@@ -30,7 +30,8 @@ func (e *Engine) CreatePlan(ctx context.Context, caller Caller, req contract.Cre
 			return contract.OrchestrationPlan{}, errf(contract.CodeAgentNotFound, "Agent %s not found", a)
 		}
 	}
-	if err := e.checkSession(ctx, caller, req.SessionID, true); err != nil {
+	workDir, err := e.openSession(ctx, caller, req.SessionID)
+	if err != nil {
 		return contract.OrchestrationPlan{}, err
 	}
 	now := e.cfg.Now()
@@ -59,7 +60,7 @@ func (e *Engine) CreatePlan(ctx context.Context, caller Caller, req contract.Cre
 		"plan", planJSON, "session", req.SessionID, "cconn", caller.ConnectionID, "cuser", caller.User,
 		"status", planCreated, "stop", stop, "total", len(plan.Steps), "terminal", 0, "need", 0, "notified", 0,
 		"created", now.UnixMilli(), "timeoutMs", planTimeout.Milliseconds(), "stepTimeoutMs", stepTimeout.Milliseconds(),
-		"maxSteps", req.MaxSteps, "strategy", int(plan.Strategy), "goal", plan.Goal, "agents", agentsJSON)
+		"maxSteps", req.MaxSteps, "strategy", int(plan.Strategy), "goal", plan.Goal, "agents", agentsJSON, "wd", workDir)
 	key := e.keys.plan(plan.ID)
 	_, err = e.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, key, fields...)
@@ -208,6 +209,28 @@ func (e *Engine) checkSession(ctx context.Context, caller Caller, sessionID stri
 			return errf(contract.CodeSessionNotFound, "Session %s not found", sessionID)
 		}
 	}
+	return e.authorize(ctx, caller, sessionID)
+}
+
+// openSession checks that the session exists and that the caller may use
+// it, and returns its working directory ("" when the Sessions value does
+// not implement SessionDirectories).
+func (e *Engine) openSession(ctx context.Context, caller Caller, sessionID string) (string, error) {
+	if e.dirs == nil {
+		return "", e.checkSession(ctx, caller, sessionID, true)
+	}
+	dir, ok, err := e.dirs.WorkingDirectory(ctx, sessionID)
+	if err != nil {
+		return "", internal("check session", err)
+	}
+	if !ok {
+		return "", errf(contract.CodeSessionNotFound, "Session %s not found", sessionID)
+	}
+	return dir, e.authorize(ctx, caller, sessionID)
+}
+
+// authorize checks that the caller may use the session.
+func (e *Engine) authorize(ctx context.Context, caller Caller, sessionID string) error {
 	if e.authz != nil {
 		ok, err := e.authz.CanUse(ctx, sessionID, caller)
 		if err != nil {

@@ -84,6 +84,13 @@ type Config struct {
 	// min); an attempt that runs out is not retried: the caller and the
 	// session get ReceiveError with code TIMEOUT.
 	AgentTimeout time.Duration
+	// AgentIdleAfter is how long a node goes on counting an agent as
+	// served after its last call of it ended (200ms): a call that follows
+	// within it (the next step of a plan, the next message) keeps the
+	// agent Busy without a Ready and a Busy in between, and calls cost no
+	// Redis round trip while they keep coming. It delays the agent's
+	// Ready (or Error) by as much. See agentstatus.go.
+	AgentIdleAfter time.Duration
 	// ConversationMessages is how many recent messages of a session an
 	// agent message job carries (20, the new message included), and
 	// ConversationBytes bounds their total size (256 KiB; older messages
@@ -151,6 +158,7 @@ func (c *Config) fill() {
 	def(&c.PlanRetention, 24*time.Hour)
 	def(&c.OpTimeout, 5*time.Second)
 	def(&c.AgentTimeout, 5*time.Minute)
+	def(&c.AgentIdleAfter, 200*time.Millisecond)
 	if c.ConversationMessages <= 0 {
 		c.ConversationMessages = 20
 	}

@@ -25,8 +25,8 @@
 //	P:plans:deadlines    sorted set: running plans scored by their plan deadline
 //	P:msg:<id>           hash: an agent message job: request, conversation snapshot, status, owner, attempts, outcome (TTL)
 //	P:conv:<session>     list (capped, TTL): the session's recent agent conversation, oldest first
-//	P:agent:<id>:running sorted set: answers the agent is giving, scored by when they must be over (Busy status)
-//	P:agent:<id>:last    string (TTL): outcome of the agent's last answer, "ready" or "error"
+//	P:agent:<id>:running sorted set: the nodes serving the agent (steps or answers), scored by when their calls must be over (Busy status)
+//	P:agent:<id>:last    string (TTL): outcome of the agent's last call that had one, "ready" or "error"
 //
 // With N > 1 partitions, partition i has the hash tag T = "{p<i>}" (or
 // "{p<i>.<k>}", chosen so the N tags fall in N equal slices of the Cluster

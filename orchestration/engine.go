@@ -47,13 +47,15 @@ type Engine struct {
 	rdb      redis.UniversalClient
 	sessions Sessions
 	authz    SessionAuthorizer
-	router   Router // nil: agent messages are refused
+	dirs     SessionDirectories // nil: agents get no working directory
+	router   Router             // nil: agent messages are refused
 	agents   AgentCatalog
 	log      *slog.Logger
 	keys     keys
 	sc       scripts
 	msc      messageScripts
 	stats    counters
+	load     agentLoad // this node's calls in flight per agent (status)
 
 	mu         sync.Mutex
 	started    bool
@@ -72,6 +74,10 @@ type Engine struct {
 	slots   chan struct{}
 	work    chan delivery // entries read or reclaimed, for the workers
 	crashed atomic.Bool   // test hook: behave as if the process died
+	// stopSweeper stops the idle sweeper of the agent status (see
+	// agentstatus.go), which removes the members still waiting; nil
+	// before Start.
+	stopSweeper func()
 
 	// afterRecord, when set (tests), runs after a step's result was
 	// recorded and before its callbacks are sent.
@@ -99,6 +105,7 @@ func New(cfg Config, rdb redis.UniversalClient, sessions Sessions, agents AgentC
 		keys: newKeys(cfg.Prefix, cfg.Partitions), sc: newScripts(), msc: newMessageScripts(),
 	}
 	e.authz, _ = sessions.(SessionAuthorizer)
+	e.dirs, _ = sessions.(SessionDirectories)
 	e.router, _ = sessions.(Router)
 	return e, nil
 }
@@ -133,6 +140,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.base = context.WithoutCancel(ctx)
 	e.takeCtx, e.stopTaking = context.WithCancel(e.base)
 	e.runCtx, e.stopRun = context.WithCancel(e.base)
+	e.startIdleSweeper() // even without workers: StreamAgentMessage calls agents here
 	if e.cfg.Workers == 0 {
 		return nil
 	}
@@ -186,8 +194,9 @@ func (e *Engine) ensureGroup(ctx context.Context, p int) error {
 // send their callbacks until ctx is done; (3) if ctx ends first, the steps
 // still running are cancelled and their jobs released — put back on the
 // stream, attempt not counted — so another node takes them at once;
-// (4) Shutdown returns once every goroutine has exited: ctx.Err() if jobs
-// had to be released, else nil.
+// (4) this node's agents it no longer serves leave the agents' running
+// sets (see AgentIdleAfter); (5) Shutdown returns once every goroutine has
+// exited: ctx.Err() if jobs had to be released, else nil.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	if !e.started || e.stopped {
@@ -202,11 +211,13 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		e.stopRun()
+		e.stopSweeper()
 		e.log.Info("orchestration engine stopped")
 		return nil
 	case <-ctx.Done():
 		e.stopRun()
 		<-done
+		e.stopSweeper()
 		e.log.Warn("orchestration engine stopped; running jobs were released", "cause", ctx.Err())
 		return ctx.Err()
 	}
@@ -223,6 +234,9 @@ func (e *Engine) crash() {
 	e.stopTaking()
 	e.stopRun()
 	e.wg.Wait()
+	if e.stopSweeper != nil {
+		e.stopSweeper()
+	}
 }
 
 // op returns a context for one Redis operation made on the engine's own

@@ -60,7 +60,8 @@ type event struct {
 type fakeSessions struct {
 	mu      sync.Mutex
 	known   map[string]bool
-	forbid  map[string]bool // users that may not use any session
+	dirs    map[string]string // working directories (SessionDirectories)
+	forbid  map[string]bool   // users that may not use any session
 	events  []event
 	noJSON  bool // skip encoding (benchmarks)
 	onEmit  func(event)
@@ -68,7 +69,7 @@ type fakeSessions struct {
 }
 
 func newFakeSessions(ids ...string) *fakeSessions {
-	f := &fakeSessions{known: map[string]bool{}, forbid: map[string]bool{}}
+	f := &fakeSessions{known: map[string]bool{}, dirs: map[string]string{}, forbid: map[string]bool{}}
 	for _, id := range ids {
 		f.known[id] = true
 	}
@@ -79,6 +80,12 @@ func (f *fakeSessions) Exists(_ context.Context, id string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.known[id], nil
+}
+
+func (f *fakeSessions) WorkingDirectory(_ context.Context, id string) (string, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dirs[id], f.known[id], nil
 }
 
 func (f *fakeSessions) CanUse(_ context.Context, _ string, c Caller) (bool, error) {

@@ -66,6 +66,19 @@ func SessionGroup(sessionID string) string { return "session-" + sessionID }
 // AgentGroup is the group of an agent's subscribers (SubscribeToAgent).
 func AgentGroup(agentID string) string { return "agent-" + agentID }
 
+// SessionDirectories is optionally implemented by a Sessions value: a
+// session's existence and its working directory (relative to the sandbox
+// root, "" for the root itself) in one look-up. When it is, the engine uses
+// it instead of Exists wherever a request needs its session to exist
+// (CreatePlan, SendAgentMessage, StreamAgentMessage) and hands the
+// directory to every agent call of the plan or message in
+// AgentRequest.WorkingDirectory; without it that field stays "". The
+// directory is read when the plan is created or the message accepted (a
+// session's directory is fixed at its creation).
+type SessionDirectories interface {
+	WorkingDirectory(ctx context.Context, sessionID string) (dir string, exists bool, err error)
+}
+
 // SessionAuthorizer is optionally implemented by a Sessions value. When it
 // is, every hub-facing engine method asks it whether the caller may use the
 // session of the plan (or request) and answers FORBIDDEN if not.
@@ -96,6 +109,12 @@ type AgentRequest struct {
 	// AvailableAgents lists the plan's agent ids (Adaptive's analysis step
 	// plans with them).
 	AvailableAgents []string
+	// WorkingDirectory is the session's working directory, relative to the
+	// sandbox root (see SessionDirectories). Agents that touch files
+	// (command agents, tools) must work in it and refuse it when it
+	// escapes the root; the engine does not check it, as it does not know
+	// the root.
+	WorkingDirectory string
 
 	// MessageID is set for a conversation turn: the id of the user message
 	// being answered (the answer's messageId). Task then holds that

@@ -30,6 +30,8 @@ type messageJob struct {
 	Attachments contract.List[contract.Attachment] `json:"attachments"`
 	CommandID   *string                            `json:"commandId,omitempty"`
 	CreatedMs   int64                              `json:"created"`
+	// WorkDir is the session's working directory (SessionDirectories).
+	WorkDir string `json:"workDir,omitempty"`
 }
 
 func (j messageJob) caller() Caller {
@@ -137,6 +139,7 @@ func (e *Engine) StreamAgentMessage(ctx context.Context, caller Caller, req cont
 		}
 	}
 	t.begin()
+	defer t.end(messageOutcome{}) // a no-op after the end below
 	runCtx, cancelRun := context.WithTimeout(agentCtx, e.cfg.AgentTimeout)
 	res, runErr := e.runAgent(runCtx, agent, t.request(), t.chunk)
 	timedOut := errors.Is(runCtx.Err(), context.DeadlineExceeded) && agentCtx.Err() == nil
@@ -167,7 +170,7 @@ func (e *Engine) StreamAgentMessage(ctx context.Context, caller Caller, req cont
 		}
 	}
 	t.deliver(opCtx, o)
-	t.end(opCtx, o)
+	t.end(o)
 	switch {
 	case o.Cancelled:
 		e.log.Info("streamed agent message cancelled", "message", j.ID, "agent", j.AgentID)
@@ -206,12 +209,13 @@ func (e *Engine) acceptMessage(ctx context.Context, caller Caller, req contract.
 	if _, _, ok := e.agents.Lookup(agentID); !ok {
 		return messageJob{}, errf(contract.CodeAgentNotFound, "Agent %s not found", agentID)
 	}
-	if err := e.checkSession(ctx, caller, sessionID, true); err != nil {
+	workDir, err := e.openSession(ctx, caller, sessionID)
+	if err != nil {
 		return messageJob{}, err
 	}
 	j := messageJob{ID: uuid.NewString(), AgentID: agentID, SessionID: sessionID,
 		CallerConn: caller.ConnectionID, CallerUser: caller.User, Content: req.Content,
-		Attachments: req.Attachments, CommandID: req.CommandID, CreatedMs: e.nowMs()}
+		Attachments: req.Attachments, CommandID: req.CommandID, CreatedMs: e.nowMs(), WorkDir: workDir}
 	// One Emit, no retry: it fails after recording when only the send
 	// failed, and a retry would record the message twice. If the record
 	// failed, Redis is failing and the enqueue that follows reports it.
@@ -361,6 +365,9 @@ func (e *Engine) serveMessage(d msgDelivery, res []string) {
 	defer ka.stop()
 
 	t.begin()
+	// Every path that records no outcome (retry, release, lost, stop)
+	// ends the call without one; finishMessage's end comes first otherwise.
+	defer t.end(messageOutcome{})
 	runCtx, cancelRun := context.WithTimeout(agentCtx, e.cfg.AgentTimeout)
 	t0 := time.Now()
 	out, runErr := e.runAgent(runCtx, agent, t.request(), t.chunk)
@@ -373,23 +380,15 @@ func (e *Engine) serveMessage(d msgDelivery, res []string) {
 	if e.crashed.Load() {
 		return
 	}
-	endRunning := func() {
-		ctx, cancel := e.op()
-		t.end(ctx, messageOutcome{})
-		cancel()
-	}
 	switch ka.verdict() {
 	case "lost": // another delivery took the message over; it is theirs to answer
 		e.stats.dups.Add(1)
-		endRunning()
 		return
 	case "stop", "gone":
-		endRunning()
 		e.ackStream(d)
 		return
 	}
 	if e.runCtx.Err() != nil && (runErr != nil || timedOut) { // forced shutdown cut the answer short
-		endRunning()
 		e.releaseMessage(d, attempt)
 		return
 	}
@@ -400,7 +399,6 @@ func (e *Engine) serveMessage(d msgDelivery, res []string) {
 		e.finishMessage(d, t, t.failure(contract.CodeTimeout,
 			fmt.Sprintf("Agent %s did not answer within %v", j.AgentID, e.cfg.AgentTimeout)), false)
 	case !IsPermanent(runErr) && attempt < e.cfg.MaxAttempts:
-		endRunning()
 		e.retryMessage(d, attempt, runErr.Error())
 	default:
 		msg := agentErrorText(j.AgentID, runErr)
@@ -461,9 +459,6 @@ func (e *Engine) finishMessage(d msgDelivery, t *turn, o messageOutcome, dead bo
 	cancel()
 	if err != nil {
 		e.log.Warn("record agent message", "message", d.id, "err", err)
-		ctx, cancel := e.op()
-		t.end(ctx, messageOutcome{})
-		cancel()
 		return // left pending: redelivered after the visibility timeout
 	}
 	switch res {
@@ -497,8 +492,8 @@ func (e *Engine) finishMessage(d msgDelivery, t *turn, o messageOutcome, dead bo
 	// be redelivered and its callbacks sent twice).
 	ctx, cancel = e.op()
 	t.deliver(ctx, o)
-	t.end(ctx, o)
 	cancel()
+	t.end(o)
 	e.notifyMessage(d)
 }
 

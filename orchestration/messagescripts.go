@@ -147,9 +147,11 @@ if ARGV[6] ~= '1' and v[1] ~= 'running' then return 'stop' end
 if ARGV[5] == '1' then redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID') end
 return 'ok'`),
 
-		// agentBegin: an answer started: add it to the agent's running set
-		// (scored by when it must be over, so a crashed worker's entry
-		// expires by itself).
+		// agentBegin: a node started serving the agent (or must push its
+		// deadline further): add or update the node's member of the
+		// agent's running set (scored by when its calls must be over, so
+		// a dead node's member expires by itself) and return how many
+		// nodes serve the agent (see agentstatus.go).
 		// KEYS running. ARGV now, member, deadline, ttl.
 		agentBegin: redis.NewScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -157,13 +159,14 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return redis.call('ZCARD', KEYS[1])`),
 
-		// agentEnd: an answer ended: remove it, note the outcome ('' keeps
-		// the last one) and return how many answers are still running.
+		// agentEnd: a node has no call of the agent left: remove its
+		// member, note the outcome ('' keeps the last one) and return how
+		// many nodes still serve the agent and the last outcome.
 		// KEYS running, last. ARGV now, member, outcome, ttl.
 		agentEnd: redis.NewScript(`
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
-return redis.call('ZCARD', KEYS[1])`),
+return {redis.call('ZCARD', KEYS[1]), redis.call('GET', KEYS[2]) or ''}`),
 	}
 }

@@ -57,12 +57,12 @@ local function startstep(plan, k, owner, now, maxAttempts)
   redis.call('HSET', plan, p .. 'state', 'running', p .. 'owner', owner)
   if attempts > tonumber(maxAttempts) then return {'exhausted', tostring(attempts - 1), redis.call('HGET', plan, p .. 'err') or '', k} end
   local first = redis.call('HSETNX', plan, p .. 'startedAt', now)
-  local f = redis.call('HMGET', plan, p .. 'def', p .. 'deps', p .. 'startedAt', 'started', 'terminal', 'total', 'session', 'xconn', 'xuser', 'strategy', 'goal', 'agents', 'maxSteps')
+  local f = redis.call('HMGET', plan, p .. 'def', p .. 'deps', p .. 'startedAt', 'started', 'terminal', 'total', 'session', 'xconn', 'xuser', 'strategy', 'goal', 'agents', 'maxSteps', 'wd')
   -- The whole plan is only needed by Adaptive's analysis step (to replace the template).
   local whole = ''
   if f[10] == '2' and k == '1' then whole = redis.call('HGET', plan, 'plan') or '' end
   local out = {'run', k, tostring(attempts), tostring(first), f[1] or '', f[3] or '', f[4] or '0', f[5] or '0', f[6] or '0',
-    f[7] or '', f[8] or '', f[9] or '', f[10] or '0', f[11] or '', f[12] or '[]', f[13] or '0', whole}
+    f[7] or '', f[8] or '', f[9] or '', f[10] or '0', f[11] or '', f[12] or '[]', f[13] or '0', whole, f[14] or ''}
   if f[2] and f[2] ~= '' then
     for d in string.gmatch(f[2], '[^,]+') do
       out[#out + 1] = d

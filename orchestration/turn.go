@@ -57,6 +57,7 @@ type turn struct {
 	items func(contract.AgentResponse)
 
 	watchers []string
+	call     *agentCall // the agent call counted for its status (nil before begin)
 
 	mu      sync.Mutex
 	closed  bool
@@ -77,27 +78,19 @@ func (e *Engine) newTurn(j messageJob, attempt int, info contract.AgentInfo, con
 // request is the agent call of this attempt.
 func (t *turn) request() AgentRequest {
 	return AgentRequest{AgentID: t.job.AgentID, SessionID: t.job.SessionID, Attempt: t.attempt,
-		Task: t.job.Content, MessageID: t.job.ID, Messages: t.conv}
+		Task: t.job.Content, MessageID: t.job.ID, Messages: t.conv, WorkingDirectory: t.job.WorkDir}
 }
 
-// begin marks the agent busy (AgentStatusUpdate Busy to its group) and
-// resolves the watchers.
+// begin counts the call for the agent's status (AgentStatusUpdate Busy to
+// its group when no call of it was running in the farm) and resolves the
+// watchers.
 func (t *turn) begin() {
 	e := t.e
+	t.call = e.beginCall(t.job.AgentID, e.cfg.AgentTimeout+e.cfg.VisibilityTimeout)
 	ctx, cancel := e.op()
 	defer cancel()
-	now := e.cfg.Now()
-	deadline := now.Add(e.cfg.AgentTimeout + e.cfg.VisibilityTimeout)
-	ttl := e.cfg.AgentTimeout + e.cfg.VisibilityTimeout + time.Minute
-	if err := e.msc.agentBegin.Run(ctx, e.rdb, []string{e.keys.agentRunning(t.job.AgentID)},
-		now.UnixMilli(), t.member(), deadline.UnixMilli(), ttl.Milliseconds()).Err(); err != nil {
-		e.log.Warn("agent status: begin", "agent", t.job.AgentID, "err", err)
-	}
-	e.sendStatus(ctx, t.info, contract.AgentStatusBusy)
 	t.resolveWatchers(ctx)
 }
-
-func (t *turn) member() string { return t.job.ID + "|" + itoa(t.attempt) }
 
 func (t *turn) resolveWatchers(ctx context.Context) {
 	w, err := t.e.router.Watchers(ctx, t.job.SessionID, t.job.AgentID, t.job.CallerConn)
@@ -276,39 +269,24 @@ func (t *turn) deliver(ctx context.Context, o messageOutcome) {
 	}
 }
 
-// end takes the attempt out of the agent's running set and updates its
-// status: Error after a failure, Ready after a success when the agent has
-// no other answer running anywhere; no update for an attempt without an
-// outcome (retried, released, lost: the message is still being answered).
-func (t *turn) end(ctx context.Context, o messageOutcome) {
-	e := t.e
-	last := ""
+// end ends the attempt's call for the agent's status (see agentstatus.go):
+// a success counts as Ready, a failure as Error, an attempt without an
+// outcome (retried, released, lost) as neither. Only the first end of a
+// turn counts. A turn that was not begun (an abandoned message's
+// failure) records its outcome all the same.
+func (t *turn) end(o messageOutcome) {
+	outcome := callNone
 	switch {
 	case o.OK:
-		last = "ready"
+		outcome = callReady
 	case !o.none():
-		last = "error"
+		outcome = callError
 	}
-	running, err := e.msc.agentEnd.Run(ctx, e.rdb, []string{e.keys.agentRunning(t.job.AgentID), e.keys.agentLast(t.job.AgentID)},
-		e.nowMs(), t.member(), last, e.cfg.ConversationTTL.Milliseconds()).Int()
-	if err != nil {
-		e.log.Warn("agent status: end", "agent", t.job.AgentID, "err", err)
+	if t.call == nil {
+		t.e.noteOutcome(t.job.AgentID, outcome)
+		return
 	}
-	switch {
-	case last == "error":
-		e.sendStatus(ctx, t.info, contract.AgentStatusError)
-	case last == "ready" && running == 0 && err == nil:
-		e.sendStatus(ctx, t.info, contract.AgentStatusReady)
-	}
-}
-
-// sendStatus sends AgentStatusUpdate to the agent's subscribers.
-func (e *Engine) sendStatus(ctx context.Context, info contract.AgentInfo, status contract.AgentStatus) {
-	dto := contract.AgentStatusDto{AgentID: info.ID, Status: status, Capabilities: info.Capabilities,
-		Timestamp: contract.DateTime(e.cfg.Now().UTC())}
-	if err := e.router.SendGroup(ctx, AgentGroup(info.ID), "", contract.TargetAgentStatusUpdate, dto); err != nil {
-		e.log.Debug("agent status update not delivered", "agent", info.ID, "err", err)
-	}
+	t.call.end(outcome)
 }
 
 // Agents lists the agent catalogue with each agent's live status: Busy

@@ -243,11 +243,12 @@ type runInfo struct {
 	maxSteps      int
 	plan          *contract.OrchestrationPlan // only for Adaptive's analysis step
 	previous      map[string]string
+	workDir       string          // the session's working directory
 	startSent     <-chan struct{} // closed once the start progress was sent (nil: none to send)
 }
 
 func parseRun(res []string) (runInfo, error) {
-	const fixed = 17
+	const fixed = 18
 	if len(res) < fixed {
 		return runInfo{}, fmt.Errorf("start script returned %d values", len(res))
 	}
@@ -277,6 +278,7 @@ func parseRun(res []string) (runInfo, error) {
 			return r, fmt.Errorf("decode plan: %w", err)
 		}
 	}
+	r.workDir = res[16]
 	r.previous = make(map[string]string, (len(res)-fixed+1)/2)
 	for i := fixed - 1; i+1 < len(res); i += 2 {
 		r.previous[res[i]] = res[i+1]
@@ -332,6 +334,12 @@ func (e *Engine) run(j job, owner string, res []string) *startResult {
 	if timeout <= 0 {
 		timeout = timingFor(r.strategy, r.def.Order).timeout
 	}
+	// The step is a call of its agent like an answer to a message: it
+	// counts for the agent's status (Busy while it runs). It ends with
+	// the step's outcome below, or without one (retry, release, lost,
+	// cancelled) by this deferred end.
+	call := e.beginCall(r.def.AgentID, timeout+e.cfg.VisibilityTimeout)
+	defer call.end(callNone)
 	stepCtx, cancelStep := context.WithTimeout(agentCtx, timeout)
 	t0 := time.Now()
 	out, chunks, runErr := e.callAgent(stepCtx, j, r)
@@ -374,6 +382,11 @@ func (e *Engine) run(j job, owner string, res []string) *startResult {
 		o.dead = true
 		o.err = fmt.Sprintf("Step %d failed after %d attempts: %v", r.def.Order, r.attempts, runErr)
 	}
+	if o.ok {
+		call.end(callReady)
+	} else {
+		call.end(callError)
+	}
 	for k, v := range out.OutputData {
 		o.data[k] = v
 	}
@@ -415,7 +428,7 @@ func (e *Engine) callAgent(ctx context.Context, j job, r runInfo) (res AgentResu
 	req := AgentRequest{
 		AgentID: r.def.AgentID, SessionID: r.session, PlanID: j.planID, Strategy: r.strategy,
 		StepOrder: r.def.Order, Attempt: r.attempts, Task: r.def.Task, Goal: r.goal,
-		PreviousOutputs: r.previous, Input: input, AvailableAgents: r.agents,
+		PreviousOutputs: r.previous, Input: input, AvailableAgents: r.agents, WorkingDirectory: r.workDir,
 	}
 	// A panicking agent fails its step instead of taking the node down.
 	defer func() {
@@ -615,6 +628,7 @@ func (e *Engine) exhausted(j job, owner string, res []string) *startResult {
 		planStartedMs: p.int("started"), startedAtMs: p.int(stepPrefix(j.step) + "startedAt")}
 	result := contract.StepResult{StepOrder: j.step, StepName: stepName(s), AgentID: s.AgentID, Error: msg,
 		StartTime: contract.DateTime(time.UnixMilli(r.startedAtMs).UTC()), OutputData: contract.Map{}}
+	e.noteOutcome(s.AgentID, callError)
 	return e.record(j, owner, r, outcome{err: msg, dead: true}, &recordArgs{result: result})
 }
 

@@ -12,13 +12,27 @@ import (
 )
 
 // EngineSessions adapts the session store to what the orchestration engine
-// needs: existence, emitting recorded events, and the membership check the
-// engine applies to every plan method.
+// needs: existence and working directory, emitting recorded events, and the
+// membership check the engine applies to every plan method.
 type EngineSessions struct{ Store *session.Store }
 
 // Exists implements orchestration.Sessions.
 func (s EngineSessions) Exists(ctx context.Context, id string) (bool, error) {
 	return s.Store.Exists(ctx, id)
+}
+
+// WorkingDirectory implements orchestration.SessionDirectories: the
+// session's workingDirectory as created, which agents and tools work in
+// (under the sandbox root).
+func (s EngineSessions) WorkingDirectory(ctx context.Context, id string) (string, bool, error) {
+	sess, err := s.Store.Get(ctx, id)
+	if errors.Is(err, session.ErrNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("session working directory: %w", err)
+	}
+	return sess.WorkingDirectory, true, nil
 }
 
 // Emit implements orchestration.Sessions.

@@ -202,7 +202,9 @@ func (a *Agent) Chat(ctx context.Context, req Request, emit func(Chunk)) (Result
 }
 
 // Run implements orchestration.Agent: the step becomes one user message
-// (StepPrompt) and the answer the step's output. OutputData carries what
+// (StepPrompt) and the answer the step's output. Steps and conversation
+// turns alike run in the session's working directory
+// (req.WorkingDirectory). OutputData carries what
 // AgentResult has no field for: "usage" (TokenUsage), "toolCalls"
 // (ToolCall list, not executed), "finishReason", "model" and "kind".
 func (a *Agent) Run(ctx context.Context, req orchestration.AgentRequest, emit func(chunk string)) (orchestration.AgentResult, error) {
@@ -219,8 +221,9 @@ func (a *Agent) Run(ctx context.Context, req orchestration.AgentRequest, emit fu
 		return r.Run(ctx, req, emit)
 	}
 	chat := Request{AgentID: req.AgentID, SessionID: req.SessionID,
-		MessageID: fmt.Sprintf("%s/%d/%d", req.PlanID, req.StepOrder, req.Attempt),
-		Messages:  []Message{{Role: contract.MessageRoleUser, Content: StepPrompt(req)}}}
+		MessageID:        fmt.Sprintf("%s/%d/%d", req.PlanID, req.StepOrder, req.Attempt),
+		Messages:         []Message{{Role: contract.MessageRoleUser, Content: StepPrompt(req)}},
+		WorkingDirectory: req.WorkingDirectory}
 	if req.MessageID != "" && len(req.Messages) > 0 {
 		// A conversation turn (SendAgentMessage): the job carries the recent
 		// conversation, the user's message last; agents hold no state.

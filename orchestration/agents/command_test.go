@@ -387,3 +387,49 @@ func TestRunCarriesTheConversation(t *testing.T) {
 		}
 	}
 }
+
+// TestRunWorksInTheSessionDirectory: the engine's calls (plan steps and
+// conversation turns) run a command agent in the session's working
+// directory under the sandbox root; a directory that escapes the root —
+// by "..", as an absolute path elsewhere, or through a symbolic link — is
+// refused for good, and nothing runs.
+func TestRunWorksInTheSessionDirectory(t *testing.T) {
+	a, root := shAgent(t, `cat >/dev/null; pwd; touch ran`, nil, nil)
+	real, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := orchestration.AgentRequest{AgentID: "cli", SessionID: "s1", PlanID: "p1", StepOrder: 1, Attempt: 1,
+		Task: "where are you", WorkingDirectory: "projects/s1"}
+	turn := orchestration.AgentRequest{AgentID: "cli", SessionID: "s1", MessageID: "m1", Attempt: 1,
+		Task: "where are you", WorkingDirectory: "projects/s1",
+		Messages: []contract.AgentMessage{{Role: contract.MessageRoleUser, Content: "where are you"}}}
+	for name, req := range map[string]orchestration.AgentRequest{"step": step, "turn": turn} {
+		res, err := a.Run(context.Background(), req, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if want := filepath.Join(real, "projects", "s1") + "\n"; res.Output != want {
+			t.Fatalf("%s ran in %q, want %q", name, res.Output, want)
+		}
+	}
+
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"../escape", "projects/../../escape", outside, "link", "link/sub"} {
+		req := step
+		req.WorkingDirectory = dir
+		_, err := a.Run(context.Background(), req, nil)
+		if err == nil || !strings.Contains(err.Error(), "access denied") || !orchestration.IsPermanent(err) {
+			t.Fatalf("working directory %q: %v", dir, err)
+		}
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Fatalf("the agent ran outside the root: %v", entries)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(real), "escape")); err == nil {
+		t.Fatal("a directory was created outside the root")
+	}
+}

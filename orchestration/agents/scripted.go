@@ -28,7 +28,7 @@ func (b *scriptedBackend) Chat(ctx context.Context, req Request, emit func(Chunk
 		}
 	}
 	_, err := b.s.Run(ctx, orchestration.AgentRequest{AgentID: req.AgentID, SessionID: req.SessionID,
-		PlanID: req.MessageID, StepOrder: 1, Attempt: 1, Task: task},
+		PlanID: req.MessageID, StepOrder: 1, Attempt: 1, Task: task, WorkingDirectory: req.WorkingDirectory},
 		func(c string) { emit(Chunk{Content: c}) })
 	if err != nil {
 		return Result{}, err

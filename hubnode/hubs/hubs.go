@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
+	"github.com/orchestratorchat/hubfarm/internal/backoff"
 	"github.com/orchestratorchat/hubfarm/orchestration"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/orchestratorchat/hubfarm/orchestration/session"
@@ -111,22 +112,54 @@ func sendTo(c *hubnode.Conn, target string, args ...any) error {
 	return c.Hub().Node().SendConnection(ctx, c.ID(), target, args...)
 }
 
+// rejoinBudget bounds how long a new connection's rejoin keeps retrying
+// to read its user's sessions. Right after Redis comes back, the Redis
+// client's pool may fail new connections fast for up to a second while the
+// node already reports ready; a reconnect storm lands exactly then.
+const rejoinBudget = 3 * time.Second
+
 // rejoinSessions puts a new connection into the groups of its user's
-// sessions, so membership survives reconnects (on any node).
+// sessions, so membership survives reconnects (on any node). When the
+// user's sessions cannot be read (Redis unreachable) it retries with
+// jittered back-off for rejoinBudget, then closes the connection with
+// allowReconnect: a client that believed it was back in its sessions
+// without being in them would silently miss their events.
 func (h *Hubs) rejoinSessions(c *hubnode.Conn) {
 	if c.Identity().Anonymous {
 		return // a new identity, in no session yet
 	}
 	ctx, cancel := context.WithTimeout(c.Context(), 5*time.Second)
 	defer cancel()
-	ids, err := h.deps.Sessions.UserSessions(ctx, c.User())
+	ids, err := h.userSessions(ctx, c.User())
 	if err != nil {
-		h.deps.Logger.Warn("rejoining sessions failed", "conn", c.ID(), "err", err)
+		h.deps.Logger.Warn("rejoining sessions failed; asking the client to reconnect", "conn", c.ID(), "err", err)
+		c.Close(hubnode.ReasonInternal)
 		return
 	}
 	for _, id := range ids {
 		if err := h.node.AddToGroup(ctx, c.ID(), session.GroupName(id)); err != nil {
 			h.deps.Logger.Warn("rejoining session failed", "conn", c.ID(), "session", id, "err", err)
+		}
+	}
+}
+
+// userSessions reads user's sessions, retrying with jittered back-off for
+// rejoinBudget (within ctx).
+func (h *Hubs) userSessions(ctx context.Context, user string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, rejoinBudget)
+	defer cancel()
+	bo := backoff.Exp{Min: 50 * time.Millisecond, Max: time.Second}
+	for {
+		ids, err := h.deps.Sessions.UserSessions(ctx, user)
+		if err == nil {
+			return ids, nil
+		}
+		t := time.NewTimer(bo.Next())
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
 		}
 	}
 }

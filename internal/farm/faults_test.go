@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -355,4 +357,241 @@ func TestBadInput(t *testing.T) {
 			return len(f.nodes[0].Hub.Connections()) == 1
 		})
 	})
+}
+
+// TestRedisOutageLocalService: while Redis is down a node reports not
+// ready, keeps its connections, still delivers to its own members (local
+// delivery does not wait for Redis; the send reports that the other nodes
+// were not reached), still runs streams, and refuses a session message to
+// its sender with a clear error instead of accepting and dropping it. When
+// Redis is back both nodes turn ready by themselves and session messages
+// flow across them again.
+func TestRedisOutageLocalService(t *testing.T) {
+	srv := testredis.Start(t)
+	f := startFarm(t, testredis.Backend{Name: "redis-server", Server: srv}, 2, nil)
+	const hub = "/hubs/orchestrator"
+	alice := dial(t, f.nodes[0].URL(), hub, "alice")
+	bob := dial(t, f.nodes[0].URL(), hub, "bob") // same node as alice
+	carol := dial(t, f.nodes[1].URL(), hub, "carol")
+	sid := createSession(t, alice, "outage")
+	invoke(t, bob, nil, "JoinSession", sid)
+	invoke(t, carol, nil, "JoinSession", sid)
+	group := session.GroupName(sid)
+	notes := map[string]*recorder{}
+	msgs := map[string]*recorder{}
+	for name, c := range map[string]*client.Conn{"alice": alice, "bob": bob, "carol": carol} {
+		notes[name] = record(c, "LocalNote")
+		msgs[name] = record(c, "ReceiveSessionMessage")
+	}
+
+	srv.Stop()
+	waitFor(t, 5*time.Second, "both nodes not ready", func() bool {
+		for _, n := range f.nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := n.Ready(ctx)
+			cancel()
+			if err == nil {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Local delivery goes on; the error says the rest of the farm was not
+	// reached.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	err := f.nodes[0].Hub.SendGroup(ctx, group, "LocalNote", "during the outage")
+	cancel()
+	if err == nil {
+		t.Error("SendGroup with Redis down reported no error: the other nodes were not reached")
+	}
+	for _, name := range []string{"alice", "bob"} {
+		r := notes[name]
+		waitFor(t, 5*time.Second, name+" (same node) receives the group send during the outage", func() bool {
+			return len(r.snapshot()) == 1
+		})
+	}
+
+	// A stream needs no Redis.
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	st, err := bob.Stream(sctx, "Counter", 3)
+	if err != nil {
+		t.Fatalf("stream during the outage: %v", err)
+	}
+	var items []string
+	for {
+		it, err := st.Next(sctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("stream during the outage: %v", err)
+		}
+		items = append(items, string(it))
+	}
+	if strings.Join(items, ",") != "0,1,2" {
+		t.Errorf("stream during the outage gave %v", items)
+	}
+
+	// A session message cannot be recorded: refused to the sender, and
+	// nobody receives it.
+	ictx, icancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err = alice.Invoke(ictx, "SendSessionMessage", sid, "lost?")
+	icancel()
+	var ie *client.InvocationError
+	if !errors.As(err, &ie) || !strings.Contains(ie.Message, "not recorded") {
+		t.Fatalf("SendSessionMessage with Redis down: %v; want an error saying it was not recorded", err)
+	}
+	for name, c := range map[string]*client.Conn{"alice": alice, "bob": bob, "carol": carol} {
+		select {
+		case <-c.Done():
+			t.Fatalf("%s was disconnected by the outage: %v", name, c.Err())
+		default:
+		}
+	}
+
+	srv.Restart()
+	waitFor(t, 15*time.Second, "both nodes ready again by themselves", func() bool {
+		for _, n := range f.nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := n.Ready(ctx)
+			cancel()
+			if err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	// This redis-server keeps no data across a restart (the fault tests in
+	// e2e/faults restart one with AOF and check that sessions survive):
+	// what is checked here is that the farm works end to end again, across
+	// both nodes, with clients that connect now.
+	// Ready means the subscription and the publisher work; the Redis
+	// client's pool may still fail other new connections fast for a moment
+	// (it retries dialling once a second after repeated failures).
+	waitFor(t, 10*time.Second, "both nodes' Redis clients to answer", func() bool {
+		for _, n := range f.nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err := n.BP.Nodes(ctx)
+			cancel()
+			if err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	dave := dial(t, f.nodes[0].URL(), hub, "dave")
+	erin := dial(t, f.nodes[1].URL(), hub, "erin")
+	daveMsgs, erinMsgs := record(dave, "ReceiveSessionMessage"), record(erin, "ReceiveSessionMessage")
+	sid2 := createSession(t, dave, "after-outage")
+	invoke(t, erin, nil, "JoinSession", sid2)
+	invoke(t, dave, nil, "SendSessionMessage", sid2, "after the outage")
+	for name, r := range map[string]*recorder{"dave (node 1)": daveMsgs, "erin (node 2)": erinMsgs} {
+		waitFor(t, 10*time.Second, name+" receives the message sent after the outage", func() bool {
+			return len(r.snapshot()) == 1
+		})
+	}
+	for name, r := range msgs {
+		if c := contents(t, r.snapshot()); slices.Contains(c, "lost?") {
+			t.Errorf("%s received the refused message", name)
+		}
+	}
+}
+
+// TestRejoinRetriedOrRefused: a new connection whose user's sessions cannot
+// be read at first (here the user's session set briefly has the wrong type,
+// as if Redis were failing) is put into its sessions once a retry succeeds;
+// when they stay unreadable the connection is closed with allowReconnect
+// instead of being left connected outside its sessions.
+func TestRejoinRetriedOrRefused(t *testing.T) {
+	srv := testredis.Start(t)
+	f := startFarm(t, testredis.Backend{Name: "redis-server", Server: srv}, 1, nil)
+	const hub = "/hubs/orchestrator"
+	alice := dial(t, f.nodes[0].URL(), hub, "alice")
+	sid := createSession(t, alice, "rejoin")
+
+	admin := srv.NewClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const key = "hf:user:alice:sessions"
+	if n, err := admin.SCard(ctx, key).Result(); err != nil || n != 1 {
+		t.Fatalf("alice's session set %s: %d members, %v", key, n, err)
+	}
+	// Errors Redis answered with WRONGTYPE: a failed read of the set.
+	wrongTypes := func() int {
+		info, err := admin.Info(ctx, "errorstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`errorstat_WRONGTYPE:count=(\d+)`).FindStringSubmatch(info)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	breakSet := func() {
+		t.Helper()
+		if err := admin.Rename(ctx, key, key+":saved").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Set(ctx, key, "not a set", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mendSet := func() {
+		t.Helper()
+		if err := admin.Rename(ctx, key+":saved", key).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := f.nodes[0].URL() + hub + "?user=alice"
+
+	// A read that fails for a moment is retried.
+	before := wrongTypes()
+	breakSet()
+	type dialed struct {
+		c   *client.Conn
+		err error
+	}
+	res := make(chan dialed, 1)
+	go func() {
+		c, err := client.Dial(ctx, u, client.Options{})
+		res <- dialed{c, err}
+	}()
+	waitFor(t, 5*time.Second, "the new connection's rejoin to fail once", func() bool { return wrongTypes() > before })
+	mendSet()
+	var back dialed
+	select {
+	case back = <-res:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the connection whose rejoin was retried did not start")
+	}
+	if back.err != nil {
+		t.Fatalf("the connection whose rejoin was retried: %v", back.err)
+	}
+	t.Cleanup(func() { _ = back.c.Close() })
+	got := record(back.c, "ReceiveSessionMessage")
+	invoke(t, alice, nil, "SendSessionMessage", sid, "you are back")
+	waitFor(t, 5*time.Second, "the retried connection to receive its session's message", func() bool {
+		return len(got.snapshot()) == 1
+	})
+
+	// A read that keeps failing: closed with allowReconnect.
+	breakSet()
+	defer mendSet()
+	c, err := client.Dial(ctx, u, client.Options{})
+	if err != nil {
+		t.Fatalf("dial while the sessions cannot be read: %v", err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(15 * time.Second):
+		_ = c.Close()
+		t.Fatal("a connection that could not rejoin its sessions stayed open")
+	}
+	if text, allow := c.CloseMessage(); !allow || text == "" {
+		t.Errorf("Close %q allowReconnect=%v; want an error with allowReconnect", text, allow)
+	}
 }

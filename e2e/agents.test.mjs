@@ -10,7 +10,7 @@ const farm = useFarm();
 
 const AGENT_EVENTS = [
   'ReceiveError', 'SessionCreated', 'SessionJoined', 'ReceiveStreamingUpdate', 'ReceiveAgentResponse',
-  'AgentStatusUpdate', 'ToolExecutionStarted', 'ToolApprovalRequired', 'ToolExecutionCompleted',
+  'AgentStatusUpdate', 'ToolExecutionStarted', 'ToolApprovalRequired', 'ToolApprovalResolved', 'ToolExecutionCompleted',
 ];
 
 async function agentClient(user) {
@@ -54,8 +54,16 @@ test('StreamAgentMessage returns the answer as a SignalR stream', async () => {
   const items = await collectStream(alice.connection.stream('StreamAgentMessage', {
     agentId: 'scripted-reviewer', sessionId, content: 'review this', attachments: [], commandId: null,
   }));
-  assert.ok(items.length > 1, `items: ${items.length}`);
-  assert.ok(items.map((r) => r.content).join('').length > 0);
+  assert.ok(items.length > 2, `items: ${items.length}`);
+  const final = items[items.length - 1];
+  const chunks = items.slice(0, -1);
+  assert.equal(final.isComplete, true, 'the last item is the complete answer');
+  assert.ok(final.content.length > 0);
+  assert.ok(chunks.every((r) => r.isComplete === false && r.messageId === final.messageId), 'chunks share the answer\'s messageId');
+  assert.equal(chunks.map((r) => r.content).join(''), final.content, 'chunks add up to the final answer');
+  const history = await alice.invoke('GetSessionHistory', sessionId, null, 100);
+  assert.ok(history.some((e) => e.target === 'ReceiveAgentResponse' && e.payload?.response?.content === final.content),
+    'the streamed answer is in the history');
 });
 
 test('ExecuteTool waits for approval, which another member gives on another connection', async () => {
@@ -73,6 +81,13 @@ test('ExecuteTool waits for approval, which another member gives on another conn
   const res = await call;
   assert.equal(res.success, true, JSON.stringify(res));
   await alice.waitFor('ToolExecutionCompleted', (r) => r?.success === true);
+  // Every member learns that the approval is over and clears its prompt.
+  for (const c of [alice, bob]) {
+    const done = await c.waitFor('ToolApprovalResolved', (r) => r?.id === req.id);
+    assert.equal(done.approved, true);
+    assert.equal(done.outcome, 'approved');
+    assert.equal(done.sessionId, sessionId);
+  }
 
   // A denial ends the call with success:false and the reason.
   const denied = alice.invoke('ExecuteTool', {
@@ -83,4 +98,8 @@ test('ExecuteTool waits for approval, which another member gives on another conn
   const res2 = await denied;
   assert.equal(res2.success, false);
   assert.match(res2.error, /not now|denied/i);
+  const done2 = await alice.waitFor('ToolApprovalResolved', (r) => r?.id === req2.id);
+  assert.equal(done2.approved, false);
+  assert.equal(done2.outcome, 'denied');
+  assert.equal(done2.reason, 'not now');
 });

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
 	"github.com/orchestratorchat/hubfarm/orchestration"
@@ -227,9 +228,12 @@ func (h *Hubs) streamAgentMessage(call *hubnode.Call, s *hubnode.Stream, req con
 // (DESIGN decision 10): ToolExecutionStarted to the caller; the approval
 // policy, which may ask the people of the session (ToolApprovalRequired to
 // the caller and the session group, recorded in the history) and wait for
-// ApproveTool on any node, a timeout or the caller's disconnect; then the
-// tool, in the session's working directory under the sandbox root, on
-// this node; ToolExecutionCompleted to the caller; and the response.
+// ApproveTool on any node, a timeout or the caller's disconnect, after
+// which ToolApprovalResolved (approval id and outcome) goes to the caller
+// and the session group, recorded, so every member clears the prompt;
+// then the tool, in the session's working directory under the sandbox
+// root, on this node; ToolExecutionCompleted to the caller; and the
+// response.
 // Nothing runs unless the policy or a person approved it.
 func (h *Hubs) executeTool(call *hubnode.Call, req contract.ToolExecutionRequest) (contract.ToolExecutionResponse, error) {
 	if err := h.requireMember(call, req.SessionID); err != nil {
@@ -286,7 +290,9 @@ func (h *Hubs) runTool(call *hubnode.Call, tc tools.Call) contract.ToolExecution
 	if _, known := tools.CanonicalName(tc.ToolName); !known {
 		return h.deps.Tools.Execute(ctx, tc)
 	}
+	asked := false
 	notify := func(r contract.ToolApprovalRequest) {
+		asked = true
 		if _, err := h.deps.Sessions.Emit(ctx, tc.SessionID, call.ConnectionID(), contract.TargetToolApprovalRequired, r); err != nil {
 			h.deps.Logger.Warn("ToolApprovalRequired delivery incomplete", "session", tc.SessionID, "approval", r.ID, "err", err)
 		}
@@ -294,6 +300,9 @@ func (h *Hubs) runTool(call *hubnode.Call, tc tools.Call) contract.ToolExecution
 	decision, err := h.deps.Approvals.Authorize(ctx, tools.ApprovalRequest{Context: tools.ContextFor(tc), RequesterUser: call.User()}, notify)
 	if err != nil {
 		h.deps.Logger.Warn("tool approval failed closed", "session", tc.SessionID, "tool", tc.ToolName, "err", err)
+	}
+	if asked {
+		h.resolved(call, tc, decision)
 	}
 	meta := contract.Map{"decidedBy": decision.DecidedBy}
 	if decision.ApprovalID != "" {
@@ -311,6 +320,26 @@ func (h *Hubs) runTool(call *hubnode.Call, tc tools.Call) contract.ToolExecution
 	}
 	return res
 }
+
+// resolved tells the session that an approval it was asked for is over
+// (ToolApprovalResolved, recorded in the history like the request, so a
+// member catching up clears the prompt too). The waiting call sends it,
+// whoever decided and on whichever node: it alone sees every ending —
+// a member's decision, the timeout, its own caller leaving. It is sent
+// even when the call's context is gone (the caller left).
+func (h *Hubs) resolved(call *hubnode.Call, tc tools.Call, d tools.ApprovalResult) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(call.Context()), resolutionTimeout)
+	defer cancel()
+	r := contract.ToolApprovalResolution{ID: d.ApprovalID, ToolName: tc.ToolName, AgentID: tc.AgentID,
+		SessionID: tc.SessionID, Approved: d.Approved, Outcome: d.Outcome(), Reason: d.Reason,
+		DecidedBy: d.DecidedBy, Timestamp: contract.DateTime(d.Timestamp.UTC())}
+	if _, err := h.deps.Sessions.Emit(ctx, tc.SessionID, call.ConnectionID(), contract.TargetToolApprovalResolved, r); err != nil {
+		h.deps.Logger.Warn("ToolApprovalResolved delivery incomplete", "session", tc.SessionID, "approval", d.ApprovalID, "err", err)
+	}
+}
+
+// resolutionTimeout bounds sending ToolApprovalResolved.
+const resolutionTimeout = 5 * time.Second
 
 // approveTool records a decision on a pending tool approval; any node may
 // take it. The requester, a member of the approval's session and admins

@@ -108,6 +108,7 @@ type watcher struct {
 	conn                          *client.Conn
 	chunks, finals, errs, status  *recorder
 	userMsgs, approvals, complete *recorder
+	resolved                      *recorder // ToolApprovalResolved
 }
 
 func watch(c *client.Conn, name string) *watcher {
@@ -115,7 +116,7 @@ func watch(c *client.Conn, name string) *watcher {
 		chunks: record(c, contract.TargetReceiveStreamingUpdate), finals: record(c, contract.TargetReceiveAgentResponse),
 		errs: record(c, contract.TargetReceiveError), status: record(c, contract.TargetAgentStatusUpdate),
 		userMsgs: record(c, contract.TargetAgentMessage), approvals: record(c, contract.TargetToolApprovalRequired),
-		complete: record(c, contract.TargetToolExecutionCompleted)}
+		complete: record(c, contract.TargetToolExecutionCompleted), resolved: record(c, contract.TargetToolApprovalResolved)}
 }
 
 // lastUserMessageID is the id of the last AgentMessage the watcher got.
@@ -410,8 +411,10 @@ func executeTool(c *client.Conn, req contract.ToolExecutionRequest) <-chan toolR
 // request reaches a session member on another node; an approval given
 // through a third node releases it and the file is written. A denial and
 // a timeout each end with success false and a reason, and write nothing.
-// An outsider may not decide. The caller's connection keeps serving while
-// its call waits.
+// Each ending (approved, denied, timed out) reaches every member on every
+// node, either hub, as one ToolApprovalResolved with the approval id, and
+// is in the history. An outsider may not decide. The caller's connection
+// keeps serving while its call waits.
 func TestToolApprovalAcrossNodes(t *testing.T) {
 	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
 		root := t.TempDir()
@@ -425,7 +428,9 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 		alice := watch(dial(t, f.nodes[0].URL(), agentHub, "alice"), "alice")
 		bob := watch(dial(t, f.nodes[1].URL(), agentHub, "bob"), "bob")
 		carol := dial(t, f.nodes[2].URL(), "/hubs/orchestrator", "carol")
+		carolResolved := record(carol, contract.TargetToolApprovalResolved)
 		eve := dial(t, f.nodes[2].URL(), agentHub, "eve")
+		eveResolved := record(eve, contract.TargetToolApprovalResolved)
 		var created contract.SessionCreatedResponse
 		invoke(t, alice.conn, &created, "CreateSession", contract.CreateSessionRequest{Name: "tools", WorkingDirectory: "proj"})
 		sid := created.SessionID
@@ -436,6 +441,31 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 		write := func(name string) contract.ToolExecutionRequest {
 			return contract.ToolExecutionRequest{AgentID: "chunky", SessionID: sid, ToolName: tools.ToolWriteFile,
 				Parameters: contract.Map{"file_path": name, "content": "approved content"}}
+		}
+		// resolution waits for the n-th ToolApprovalResolved at each member
+		// and checks that all got the same one, for approval id.
+		resolution := func(n int, id string) contract.ToolApprovalResolution {
+			t.Helper()
+			var first contract.ToolApprovalResolution
+			for i, r := range []*recorder{alice.resolved, bob.resolved, carolResolved} {
+				waitFor(t, 10*time.Second, "ToolApprovalResolved", func() bool { return len(r.snapshot()) >= n })
+				if got := len(r.snapshot()); got != n {
+					t.Fatalf("member %d: %d ToolApprovalResolved, want %d", i, got, n)
+				}
+				var res contract.ToolApprovalResolution
+				if err := json.Unmarshal(r.snapshot()[n-1], &res); err != nil {
+					t.Fatal(err)
+				}
+				if res.ID != id || res.SessionID != sid || res.ToolName != tools.ToolWriteFile || res.AgentID != "chunky" {
+					t.Fatalf("member %d: ToolApprovalResolved %+v for approval %s", i, res, id)
+				}
+				if i == 0 {
+					first = res
+				} else if res != first {
+					t.Fatalf("members got different resolutions: %+v, %+v", first, res)
+				}
+			}
+			return first
 		}
 		pending := func(w *watcher, n int) contract.ToolApprovalRequest {
 			t.Helper()
@@ -470,6 +500,9 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 			t.Fatalf("an outsider's ApproveTool: %v", err)
 		}
 		invoke(t, carol, nil, "ApproveTool", req.ID, true, "looks fine")
+		if res := resolution(1, req.ID); !res.Approved || res.Outcome != "approved" || res.DecidedBy != "carol" || res.Reason != "looks fine" {
+			t.Fatalf("approved resolution %+v", res)
+		}
 		r := <-done
 		if r.err != nil || !r.resp.Success {
 			t.Fatalf("approved ExecuteTool: %+v %v", r.resp, r.err)
@@ -486,6 +519,9 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 		done = executeTool(alice.conn, write("b.txt"))
 		req = pending(bob, 2)
 		invoke(t, bob.conn, nil, "ApproveTool", req.ID, false, "not today")
+		if res := resolution(2, req.ID); res.Approved || res.Outcome != "denied" || res.DecidedBy != "bob" || res.Reason != "not today" {
+			t.Fatalf("denied resolution %+v", res)
+		}
 		r = <-done
 		if r.err != nil || r.resp.Success || r.resp.Error == nil || !strings.Contains(*r.resp.Error, "not today") {
 			t.Fatalf("denied ExecuteTool: %+v %v", r.resp, r.err)
@@ -496,7 +532,10 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 
 		// Nobody decides: the call times out (node 2's policy) and denies.
 		done = executeTool(bob.conn, write("c.txt"))
-		pending(alice, 3)
+		req = pending(alice, 3)
+		if res := resolution(3, req.ID); res.Approved || res.Outcome != "timed_out" || res.DecidedBy != "timeout" {
+			t.Fatalf("timed-out resolution %+v", res)
+		}
 		r = <-done
 		if r.err != nil || r.resp.Success || r.resp.Error == nil || !strings.Contains(*r.resp.Error, "timed out") {
 			t.Fatalf("timed-out ExecuteTool: %+v %v", r.resp, r.err)
@@ -505,14 +544,64 @@ func TestToolApprovalAcrossNodes(t *testing.T) {
 			t.Fatal("a write nobody approved ran")
 		}
 
+		// The caller leaves while its call waits: the others learn that
+		// the approval is over.
+		leaver := dial(t, f.nodes[0].URL(), agentHub, "alice")
+		executeTool(leaver, write("d.txt"))
+		req = pending(bob, 4)
+		if err := leaver.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if res := resolution(4, req.ID); res.Approved || res.Outcome != "cancelled" || res.DecidedBy != "cancelled" {
+			t.Fatalf("resolution after the caller left %+v", res)
+		}
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel2()
+		if err := bob.conn.InvokeInto(ctx2, nil, "ApproveTool", req.ID, true, nil); err == nil || !strings.Contains(err.Error(), "CONFLICT") {
+			t.Fatalf("approving a cancelled approval: %v", err)
+		}
+		if exists("d.txt") {
+			t.Fatal("the write of a caller that left ran")
+		}
+
 		// A read needs no approval.
 		r = <-executeTool(bob.conn, contract.ToolExecutionRequest{AgentID: "chunky", SessionID: sid, ToolName: "read_file",
 			Parameters: contract.Map{"file_path": "a.txt"}})
 		if r.err != nil || !r.resp.Success || r.resp.Output == nil || *r.resp.Output != "approved content" {
 			t.Fatalf("read_file: %+v %v", r.resp, r.err)
 		}
-		if n := len(bob.approvals.snapshot()); n != 3 {
-			t.Fatalf("%d approval requests, want 3 (none for the read)", n)
+		if n := len(bob.approvals.snapshot()); n != 4 {
+			t.Fatalf("%d approval requests, want 4 (none for the read)", n)
+		}
+		if n := len(bob.resolved.snapshot()); n != 4 {
+			t.Fatalf("%d resolutions, want 4 (none for the read)", n)
+		}
+		if n := len(eveResolved.snapshot()); n != 0 {
+			t.Fatalf("an outsider received %d resolutions", n)
+		}
+		// The history holds each request followed by its resolution.
+		var hist []contract.HistoryEvent
+		invoke(t, carol, &hist, "GetSessionHistory", sid, nil, nil)
+		var seq []string
+		for _, ev := range hist {
+			var x struct {
+				ID string `json:"id"`
+			}
+			_ = json.Unmarshal(ev.Payload, &x)
+			switch ev.Target {
+			case contract.TargetToolApprovalRequired:
+				seq = append(seq, "asked:"+x.ID)
+			case contract.TargetToolApprovalResolved:
+				seq = append(seq, "resolved:"+x.ID)
+			}
+		}
+		if len(seq) != 8 {
+			t.Fatalf("history of approvals: %v", seq)
+		}
+		for i := 0; i < len(seq); i += 2 {
+			if id := strings.TrimPrefix(seq[i], "asked:"); seq[i+1] != "resolved:"+id {
+				t.Fatalf("history of approvals: %v", seq)
+			}
 		}
 	}, testredis.WithCluster())
 }

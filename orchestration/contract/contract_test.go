@@ -258,7 +258,7 @@ func TestZeroDTOsHaveNoNulls(t *testing.T) {
 		"AgentInfo":            AgentInfo{Capabilities: &AgentCapabilities{AvailableTools: List[ToolDefinition]{{}}}},
 		"OrchestrationRequest": OrchestrationRequest{}, "OrchestrationPlan": OrchestrationPlan{Steps: []OrchestrationStep{{}}},
 		"OrchestrationProgress": OrchestrationProgress{}, "OrchestrationResult": OrchestrationResult{StepResults: []StepResult{{}}},
-		"StepCompletedEvent": StepCompletedEvent{},
+		"StepCompletedEvent": StepCompletedEvent{}, "ToolApprovalResolution": ToolApprovalResolution{},
 	} {
 		noNulls(t, name, v)
 	}

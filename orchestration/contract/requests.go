@@ -152,3 +152,22 @@ type ToolApprovalRequest struct {
 	SessionID   string `json:"sessionId"`
 	IsDangerous bool   `json:"isDangerous"`
 }
+
+// ToolApprovalResolution is the payload of ToolApprovalResolved (a farm
+// addition): the approval ToolApprovalRequired asked for under the same id
+// is over. Outcome is approved, denied (by a member), timed_out (nobody
+// decided in time), cancelled (the waiting call ended: its caller left)
+// or policy_denied (the farm could not wait for a decision); Approved is
+// true only for approved. DecidedBy is the deciding user, or "timeout",
+// "cancelled" or "policy".
+type ToolApprovalResolution struct {
+	ID        string   `json:"id"`
+	ToolName  string   `json:"toolName"`
+	AgentID   string   `json:"agentId"`
+	SessionID string   `json:"sessionId"`
+	Approved  bool     `json:"approved"`
+	Outcome   string   `json:"outcome"`
+	Reason    string   `json:"reason"`
+	DecidedBy string   `json:"decidedBy"`
+	Timestamp DateTime `json:"timestamp"`
+}

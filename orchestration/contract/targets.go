@@ -21,4 +21,8 @@ const (
 	// TargetOrchestrationPlanUpdated (a farm addition) carries the plan after
 	// Adaptive's analysis step replaced its template steps.
 	TargetOrchestrationPlanUpdated = "OrchestrationPlanUpdated"
+	// TargetToolApprovalResolved (a farm addition) tells the session that
+	// the approval a ToolApprovalRequired asked for was decided (approved,
+	// denied, timed out or cancelled): members clear its prompt.
+	TargetToolApprovalResolved = "ToolApprovalResolved"
 )

@@ -15,6 +15,7 @@ import (
 	"github.com/orchestratorchat/hubfarm/internal/farm"
 	"github.com/orchestratorchat/hubfarm/internal/testredis"
 	"github.com/orchestratorchat/hubfarm/orchestration"
+	"github.com/orchestratorchat/hubfarm/orchestration/agents"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 	"github.com/orchestratorchat/hubfarm/orchestration/tools"
 )
@@ -653,6 +654,75 @@ func TestAgentAnswersOnSecuredFarm(t *testing.T) {
 		}
 		if n := len(alice.userMsgs.snapshot()); n != 1 {
 			t.Fatalf("the session got %d user messages, want 1", n)
+		}
+	})
+}
+
+// TestCommandAgentWorksInTheSessionDirectory: a command agent (a real
+// process printing its working directory) answers a message and runs a
+// plan step in the session's working directory under the sandbox root,
+// whichever node's worker runs it; a session whose directory escapes the
+// root gets PROCESSING_ERROR ("access denied") and nothing runs.
+func TestCommandAgentWorksInTheSessionDirectory(t *testing.T) {
+	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
+		root := t.TempDir()
+		catalog, err := agents.Parse([]byte(`agents:
+  - id: where
+    kind: command
+    command:
+      path: /bin/sh
+      args: ["-c", "cat >/dev/null; pwd; touch ran"]
+`), agents.Options{SandboxRoot: root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := agentFarm(t, b, func(i int, c *farm.NodeConfig) {
+			c.Agents = catalog
+			c.ToolsRoot = root
+			c.NoWorkers = i == 0 // the answers and steps run on nodes 2 and 3
+		})
+		real, err := filepath.EvalSymlinks(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := filepath.Join(real, "proj", "alpha") + "\n"
+		alice := watch(dial(t, f.nodes[0].URL(), agentHub, "alice"), "alice")
+		bob := watch(dial(t, f.nodes[1].URL(), agentHub, "bob"), "bob")
+		plans := dial(t, f.nodes[0].URL(), "/hubs/orchestrator", "alice")
+		completed := record(plans, contract.TargetOrchestrationCompleted)
+		var created contract.SessionCreatedResponse
+		invoke(t, alice.conn, &created, "CreateSession", contract.CreateSessionRequest{Name: "cli", WorkingDirectory: "proj/alpha"})
+		sid := created.SessionID
+		invoke(t, bob.conn, nil, "JoinSession", sid)
+
+		invoke(t, alice.conn, nil, "SendAgentMessage", contract.AgentMessageRequest{AgentID: "where", SessionID: sid, Content: "pwd?"})
+		checkAnswer(t, bob, alice.lastUserMessageID(t), want, 1)
+		if _, err := os.Stat(filepath.Join(root, "proj", "alpha", "ran")); err != nil {
+			t.Fatalf("the agent left nothing in the session directory: %v", err)
+		}
+
+		var plan contract.OrchestrationPlan
+		invoke(t, plans, &plan, "CreateOrchestrationPlan", contract.CreatePlanRequest{SessionID: sid, Goal: "say where",
+			Strategy: contract.StrategySequential, AvailableAgentIDs: []string{"where"}, MaxSteps: 1})
+		invoke(t, plans, nil, "ExecutePlan", plan.ID)
+		waitFor(t, 20*time.Second, "OrchestrationCompleted", func() bool { return len(completed.snapshot()) == 1 })
+		var res contract.OrchestrationResult
+		_ = json.Unmarshal(completed.snapshot()[0], &res)
+		if !res.Success || len(res.StepResults) != 1 || res.StepResults[0].Output != want {
+			t.Fatalf("plan step: %+v, want output %q", res, want)
+		}
+
+		// A session directory outside the root is refused.
+		invoke(t, alice.conn, &created, "CreateSession", contract.CreateSessionRequest{Name: "escape", WorkingDirectory: "../outside"})
+		invoke(t, alice.conn, nil, "SendAgentMessage", contract.AgentMessageRequest{AgentID: "where", SessionID: created.SessionID, Content: "pwd?"})
+		waitFor(t, 20*time.Second, "ReceiveError", func() bool { return len(alice.errs.snapshot()) == 1 })
+		var er contract.ErrorResponse
+		_ = json.Unmarshal(alice.errs.snapshot()[0], &er)
+		if er.Code != contract.CodeProcessingError || !strings.Contains(er.Error, "access denied") {
+			t.Fatalf("escaping session: %+v", er)
+		}
+		if _, err := os.Stat(filepath.Join(filepath.Dir(real), "outside")); err == nil {
+			t.Fatal("a directory was created outside the root")
 		}
 	})
 }

@@ -187,7 +187,10 @@ func (h *Hubs) unsubscribeFromAgent(call *hubnode.Call, agentID string) error {
 // hub; the call itself fails too when the caller may not use the session
 // or the farm could not take the job.
 func (h *Hubs) sendAgentMessage(call *hubnode.Call, req contract.AgentMessageRequest) error {
-	_, err := h.deps.Engine.SendAgentMessage(call.Context(), callerOf(call), req)
+	err := validateAgentMessage(req)
+	if err == nil {
+		_, err = h.deps.Engine.SendAgentMessage(call.Context(), callerOf(call), req)
+	}
 	if err == nil {
 		return nil
 	}
@@ -214,6 +217,9 @@ func (h *Hubs) sendAgentMessage(call *hubnode.Call, req contract.AgentMessageReq
 // session sees). A failure ends the stream with an error Completion
 // "CODE: message".
 func (h *Hubs) streamAgentMessage(call *hubnode.Call, s *hubnode.Stream, req contract.AgentMessageRequest) error {
+	if err := validateAgentMessage(req); err != nil {
+		return engineError(err)
+	}
 	ctx := call.Context()
 	err := h.deps.Engine.StreamAgentMessage(ctx, callerOf(call), req, func(r contract.AgentResponse) error {
 		return s.Send(ctx, r)
@@ -244,6 +250,9 @@ func (h *Hubs) executeTool(call *hubnode.Call, req contract.ToolExecutionRequest
 	}
 	if req.ToolName == "" || len(req.ToolName) > maxNameLength {
 		return contract.ToolExecutionResponse{}, hubnode.Errorf("VALIDATION_FAILED: toolName is required.")
+	}
+	if err := validateToolRequest(req); err != nil {
+		return contract.ToolExecutionResponse{}, engineError(err)
 	}
 	ctx := call.Context()
 	started := contract.ToolExecutionUpdate{ToolName: req.ToolName, Status: "Starting", AgentID: req.AgentID}

@@ -8,31 +8,41 @@ import (
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
 	"github.com/orchestratorchat/hubfarm/orchestration"
+	"github.com/orchestratorchat/hubfarm/orchestration/tools"
 )
+
+// hubMethod is one method of one hub.
+type hubMethod struct {
+	hub  *hubnode.Hub
+	name string
+}
+
+// everyMethod registers both hubs with every optional part (engine, tools,
+// development diagnostics) and lists all their methods. The engine and the
+// tools are never called: only argument binding runs on them.
+func everyMethod(tb testing.TB) []hubMethod {
+	tb.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	node, err := hubnode.New(hubnode.Config{NodeID: "fuzz", TokenSecret: []byte("x"), Logger: quiet}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := Register(node, Deps{Engine: new(orchestration.Engine), Tools: new(tools.Executor), Approvals: new(tools.Approvals),
+		Dev: true, Logger: quiet})
+	var methods []hubMethod
+	for _, hub := range []*hubnode.Hub{h.Orchestrator, h.Agent} {
+		for _, name := range hub.MethodNames() {
+			methods = append(methods, hubMethod{hub, name})
+		}
+	}
+	return methods
+}
 
 // FuzzHubArguments feeds arbitrary argument lists to the binder of every
 // method of both hubs: binding must answer with a clear error or succeed,
 // never panic.
 func FuzzHubArguments(f *testing.F) {
-	node, err := hubnode.New(hubnode.Config{NodeID: "fuzz", TokenSecret: []byte("x"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	// The engine is never called: only argument binding runs.
-	h := Register(node, Deps{Engine: new(orchestration.Engine), Dev: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	var methods []struct {
-		hub  *hubnode.Hub
-		name string
-	}
-	for _, hub := range []*hubnode.Hub{h.Orchestrator, h.Agent} {
-		for _, name := range hub.MethodNames() {
-			methods = append(methods, struct {
-				hub  *hubnode.Hub
-				name string
-			}{hub, name})
-		}
-	}
+	methods := everyMethod(f)
 	seeds := []string{
 		`["s1"]`, `[{"name":"n","type":1,"agentIds":[],"workingDirectory":""}]`, `["s1","hello"]`,
 		`["s1",null,100]`, `[{"sessionId":"s","goal":"g","strategy":"Parallel","availableAgentIds":["a"],"maxSteps":3}]`,

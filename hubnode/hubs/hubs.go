@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-	"unicode/utf8"
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
 	"github.com/orchestratorchat/hubfarm/internal/backoff"
@@ -180,8 +179,8 @@ func validID(kind, id string) error {
 	if id == "" {
 		return hubnode.Errorf("VALIDATION_FAILED: %s is required.", kind)
 	}
-	if len(id) > maxIDLength || !utf8.ValidString(id) {
-		return hubnode.Errorf("VALIDATION_FAILED: %s is invalid.", kind)
+	if p := idProblem(id); p != "" {
+		return hubnode.Errorf("VALIDATION_FAILED: %s %s.", kind, p)
 	}
 	return nil
 }
@@ -200,8 +199,8 @@ func (h *Hubs) createSession(call *hubnode.Call, req contract.CreateSessionReque
 	fail := func(msg string) (contract.SessionCreatedResponse, error) {
 		return contract.SessionCreatedResponse{Success: false, SessionID: "", Error: &msg}, nil
 	}
-	if len(req.Name) > maxNameLength || len(req.AgentIDs) > 64 || len(req.WorkingDirectory) > 1024 {
-		return fail("Invalid session request: a field is too long.")
+	if err := validateCreateSession(req); err != nil {
+		return fail("Invalid session request: " + err.Error() + ".")
 	}
 	ctx := call.Context()
 	sess, err := h.deps.Sessions.Create(ctx, call.User(), req)
@@ -257,7 +256,7 @@ func (h *Hubs) leaveSession(call *hubnode.Call, sessionID string) error {
 		// As in the original hub, leaving never fails the caller.
 		h.deps.Logger.Warn("leave session failed", "conn", call.ConnectionID(), "session", sessionID, "err", err)
 	}
-	h.deps.Logger.Info("session left", "audit", true, "user", call.User(), "session", sessionID, "conn", call.ConnectionID())
+	h.deps.Logger.Info("session left", "audit", true, "user", call.User(), "session", sessionID, "conn", call.ConnectionID(), "remote", call.Conn().RemoteAddr())
 	return nil
 }
 
@@ -357,6 +356,9 @@ func (h *Hubs) getSessionHistory(call *hubnode.Call, sessionID string, afterEven
 	after, n := "", maxHistoryLimit
 	if afterEventID != nil {
 		after = *afterEventID
+		if idProblem(after) != "" {
+			return nil, hubnode.Errorf("VALIDATION_FAILED: afterEventId is not an event id.")
+		}
 	}
 	if limit != nil && *limit > 0 && *limit < maxHistoryLimit {
 		n = *limit

@@ -63,6 +63,9 @@ func engineError(err error) error {
 func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
 	e := h.deps.Engine
 	hub.Method("CreateOrchestrationPlan", func(call *hubnode.Call, req contract.CreatePlanRequest) (contract.OrchestrationPlan, error) {
+		if err := validatePlanRequest(req); err != nil {
+			return contract.OrchestrationPlan{}, engineError(err)
+		}
 		plan, err := e.CreatePlan(call.Context(), callerOf(call), req)
 		if err != nil {
 			return contract.OrchestrationPlan{}, engineError(err)
@@ -70,19 +73,26 @@ func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
 		return plan, nil
 	})
 	hub.Method("ExecutePlan", func(call *hubnode.Call, planID string) error {
-		err := e.ExecutePlan(call.Context(), callerOf(call), planID)
+		err := validatePlanID(planID)
+		if err == nil {
+			err = e.ExecutePlan(call.Context(), callerOf(call), planID)
+		}
 		if err != nil {
 			h.receiveError(call, orchestration.CodeOf(err), err.Error(), "", "")
 			return engineError(err)
 		}
-		h.deps.Logger.Info("plan execution started", "audit", true, "user", call.User(), "plan", planID, "conn", call.ConnectionID())
+		h.deps.Logger.Info("plan execution started", "audit", true, "user", call.User(), "plan", planID, "conn", call.ConnectionID(),
+			"remote", call.Conn().RemoteAddr())
 		return nil
 	})
 	// SendOrchestrationMessage builds and starts a plan; as in the original
 	// hub, a request that cannot be planned is reported with ReceiveError
 	// and the call itself still succeeds.
 	hub.Method("SendOrchestrationMessage", func(call *hubnode.Call, req contract.OrchestrationMessageRequest) error {
-		plan, err := e.SendOrchestrationMessage(call.Context(), callerOf(call), req)
+		plan, err := contract.OrchestrationPlan{}, validateOrchestrationMessage(req)
+		if err == nil {
+			plan, err = e.SendOrchestrationMessage(call.Context(), callerOf(call), req)
+		}
 		if err != nil {
 			var ee *orchestration.Error
 			if !errors.As(err, &ee) {
@@ -91,17 +101,26 @@ func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
 			h.receiveError(call, ee.Code, ee.Message, req.SessionID, "")
 			return nil
 		}
-		h.deps.Logger.Info("plan execution started", "audit", true, "user", call.User(), "plan", plan.ID, "session", req.SessionID, "conn", call.ConnectionID())
+		h.deps.Logger.Info("plan execution started", "audit", true, "user", call.User(), "plan", plan.ID, "session", req.SessionID,
+			"conn", call.ConnectionID(), "remote", call.Conn().RemoteAddr())
 		return nil
 	})
 	hub.Method("CancelExecution", func(call *hubnode.Call, planID string) error {
-		if err := e.CancelExecution(call.Context(), callerOf(call), planID); err != nil {
+		err := validatePlanID(planID)
+		if err == nil {
+			err = e.CancelExecution(call.Context(), callerOf(call), planID)
+		}
+		if err != nil {
 			return engineError(err)
 		}
-		h.deps.Logger.Info("plan cancelled", "audit", true, "user", call.User(), "plan", planID, "conn", call.ConnectionID())
+		h.deps.Logger.Info("plan cancelled", "audit", true, "user", call.User(), "plan", planID, "conn", call.ConnectionID(),
+			"remote", call.Conn().RemoteAddr())
 		return nil
 	})
 	hub.Method("GetPlan", func(call *hubnode.Call, planID string) (contract.PlanState, error) {
+		if err := validatePlanID(planID); err != nil {
+			return contract.PlanState{}, engineError(err)
+		}
 		st, err := e.GetPlan(call.Context(), callerOf(call), planID)
 		if err != nil {
 			return contract.PlanState{}, engineError(err)

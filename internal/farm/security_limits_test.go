@@ -362,7 +362,11 @@ func TestInputLimitsOverWebSocket(t *testing.T) {
 	refused("arguments nested 40 deep", "nested too deeply", "SendSessionMessage", sid, deep)
 	refused("a 200-byte session id", "VALIDATION_FAILED", "JoinSession", strings.Repeat("s", 200))
 	refused("an empty session id", "VALIDATION_FAILED", "GetSessionHistory", "", nil, 10)
+	refused("a session id with a line break", "VALIDATION_FAILED", "JoinSession", "s1\nlevel=ERROR msg=forged")
 	refused("a 200-byte user id", "VALIDATION_FAILED", "InviteToSession", sid, strings.Repeat("u", 200))
+	refused("a 200-byte plan id", "VALIDATION_FAILED", "GetPlan", strings.Repeat("p", 200))
+	refused("a 200-byte agent id", "VALIDATION_FAILED", "CreateOrchestrationPlan", contract.CreatePlanRequest{SessionID: sid,
+		Goal: "g", Strategy: contract.StrategySequential, AvailableAgentIDs: []string{strings.Repeat("a", 200)}, MaxSteps: 3})
 	refused("70 KiB of content", "VALIDATION_FAILED", "SendSessionMessage", sid, strings.Repeat("c", 70<<10))
 	refused("a 40 KiB goal", "VALIDATION_FAILED", "CreateOrchestrationPlan", contract.CreatePlanRequest{SessionID: sid,
 		Goal: strings.Repeat("g", 40<<10), Strategy: contract.StrategySequential, AvailableAgentIDs: []string{"scripted-writer"}, MaxSteps: 3})

@@ -1,17 +1,23 @@
 // Fault test 4, drain: SIGTERM on a node holding every one of 500 clients.
 // The node turns not-ready, closes its clients with allowReconnect spread over
 // the drain window, and exits 0; the official client reconnects through nginx
-// and every client lands on the other nodes.
+// and every client lands on the other nodes. Meanwhile CHATTERS of those
+// clients chat in one session, and every session event is counted: each
+// accepted message is recorded once and reaches every member, live or
+// through the catch-up after the reconnect.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { fileURLToPath } from 'node:url';
 
-import { JWT_SECRET, LocalFarm, log, startAll, until } from './farm.mjs';
+import {
+  ChatLoad, JWT_SECRET, LocalFarm, audit, log, probeRound, sharedSession, startAll, summary, until,
+} from './farm.mjs';
 
 const CLIENTS = Number(process.env.HUBFARM_FAULTS_DRAIN_CLIENTS || 500);
 const WINDOW_S = 5;
+const CHATTERS = Math.min(20, CLIENTS);
 
 const farm = new LocalFarm({
   name: 'drain',
@@ -30,6 +36,8 @@ test(`drain: SIGTERM on a node with ${CLIENTS} clients moves them all to the oth
   await startAll(clients, 50);
   log(`${CLIENTS} clients connected through nginx in ${Date.now() - t} ms`);
   assert.equal(await farm.connections(1), CLIENTS, 'node 1 holds every client');
+  const chatters = clients.slice(0, CHATTERS);
+  const { sessionId, from } = await sharedSession(chatters[0], chatters.slice(1), 'drain');
   await farm.startNode(2);
   await farm.startNode(3);
   const firstIds = new Set(clients.map((c) => c.connectionId));
@@ -43,6 +51,9 @@ test(`drain: SIGTERM on a node with ${CLIENTS} clients moves them all to the oth
       await new Promise((r) => setTimeout(r, 25));
     }
   })();
+
+  const load = new ChatLoad(chatters, sessionId, 200).start();
+  await new Promise((r) => setTimeout(r, 1000));
 
   t = Date.now();
   const stopped = await farm.stopNode(1);
@@ -60,6 +71,13 @@ test(`drain: SIGTERM on a node with ${CLIENTS} clients moves them all to the oth
   });
   const backAt = Math.max(...clients.map((c) => c.reconnects[0].at));
 
+  // The chat goes on a moment on the new nodes; then the books.
+  await new Promise((r) => setTimeout(r, 1000));
+  await load.stop();
+  await probeRound(chatters, sessionId, 'after-drain');
+  const a = await audit({ clients: chatters, load, sessionId, reader: chatters[0], from });
+  log(summary('drain', a));
+
   const closeTimes = clients.map((c) => c.closes[0].at - t).sort((a, b) => a - b);
   const reasons = new Set(clients.map((c) => c.closes[0].error));
   const onNode2 = await farm.connections(2);
@@ -75,7 +93,8 @@ test(`drain: SIGTERM on a node with ${CLIENTS} clients moves them all to the oth
     allBackAfterMs: backAt - t,
     reconnected: clients.filter((c) => c.connected).length,
     closedForGood: clients.filter((c) => c.closed).length,
-    reconnectsPerClient: Math.max(...clients.map((c) => c.reconnects.length)),
+    closesPerClient: [Math.min(...clients.map((c) => c.closes.length)), Math.max(...clients.map((c) => c.closes.length))],
+    reconnectsPerClient: [Math.min(...clients.map((c) => c.reconnects.length)), Math.max(...clients.map((c) => c.reconnects.length))],
     onNode2,
     onNode3,
     reasons: [...reasons],
@@ -87,6 +106,8 @@ test(`drain: SIGTERM on a node with ${CLIENTS} clients moves them all to the oth
   assert.deepEqual(report.reasons, ['Server returned an error on close: Server is shutting down.'],
     'every client got the shutdown Close (with allowReconnect, or it would not have reconnected)');
   assert.equal(report.closedForGood, 0, 'no client gave up');
+  assert.deepEqual(report.closesPerClient, [1, 1], 'every client got exactly one Close: 500 sent, 500 received');
+  assert.deepEqual(report.reconnectsPerClient, [1, 1], 'every client reconnected exactly once');
   // Spread over the window: not all at once, and done within it (plus slack).
   assert.ok(report.lastCloseMs - report.firstCloseMs >= WINDOW_S * 1000 * 0.6,
     `closes spread over the window (${report.firstCloseMs}..${report.lastCloseMs} ms)`);
@@ -96,6 +117,13 @@ test(`drain: SIGTERM on a node with ${CLIENTS} clients moves them all to the oth
   for (const c of clients) assert.ok(!firstIds.has(c.connectionId), 'a reconnect is a new connection');
   assert.equal(onNode2 + onNode3, CLIENTS, 'every client is on node 2 or 3');
   assert.ok(onNode2 > 0 && onNode3 > 0, `both remaining nodes took clients (${onNode2} / ${onNode3})`);
+
+  // The chat through the drain: nothing lost, nothing twice, nothing refused.
+  assert.deepEqual(a.problems, []);
+  assert.equal(a.missing, 0, 'zero lost session events');
+  assert.equal(a.liveDuplicates, 0, 'zero duplicated');
+  assert.equal(a.refused, 0, 'no message refused');
+  assert.ok(a.accepted >= CHATTERS * 5, `a real chat through the drain (${a.accepted} accepted)`);
 });
 
 test('drain: a job still running when the window ends is released, finished by another node, and the node exits 0', async () => {

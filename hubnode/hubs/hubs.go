@@ -331,7 +331,8 @@ func (h *Hubs) inviteToSession(call *hubnode.Call, sessionID, userID string) err
 	if err := h.deps.Sessions.Invite(call.Context(), sessionID, userID); err != nil {
 		return fmt.Errorf("invite: %w", err)
 	}
-	h.deps.Logger.Info("session invite", "audit", true, "user", call.User(), "invited", userID, "session", sessionID, "remote", call.Conn().RemoteAddr())
+	h.deps.Logger.Info("session invite", "audit", true, "user", call.User(), "invited", userID, "session", sessionID,
+		"conn", call.ConnectionID(), "remote", call.Conn().RemoteAddr())
 	return nil
 }
 
@@ -345,7 +346,8 @@ func (h *Hubs) removeFromSession(call *hubnode.Call, sessionID, userID string) e
 	if err := h.deps.Sessions.Remove(call.Context(), sessionID, userID); err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
-	h.deps.Logger.Info("session member removed", "audit", true, "user", call.User(), "removed", userID, "session", sessionID, "remote", call.Conn().RemoteAddr())
+	h.deps.Logger.Info("session member removed", "audit", true, "user", call.User(), "removed", userID, "session", sessionID,
+		"conn", call.ConnectionID(), "remote", call.Conn().RemoteAddr())
 	return nil
 }
 

@@ -109,6 +109,8 @@ type Node struct {
 	server   *http.Server
 	serveErr chan error
 	stopOnce sync.Once
+	// watchQuit ends watchBackplane; watchDone is closed when it returned.
+	watchQuit, watchDone chan struct{}
 
 	// approvals counts tool approval outcomes (see ObserveApproval).
 	approvals *metrics.Approvals
@@ -262,7 +264,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 		return nil, fmt.Errorf("farm: start engine: %w", err)
 	}
 	n := &Node{ID: cfg.NodeID, Hub: hn, Hubs: hh, BP: bp, Sessions: store, Engine: engine, Registry: reg,
-		cfg: cfg, rdb: rdb, log: log, listener: ln, serveErr: make(chan error, 1)}
+		cfg: cfg, rdb: rdb, log: log, listener: ln, serveErr: make(chan error, 1),
+		watchQuit: make(chan struct{}), watchDone: make(chan struct{})}
 	n.approvals = approvalMetrics
 	n.tools = executor
 	n.registerCollectors()
@@ -369,8 +372,10 @@ func (n *Node) Ready(ctx context.Context) error {
 // node, so its clients may have missed session events that the history
 // holds. Each client is closed with allowReconnect, spread over the drain
 // window (10s without one), reconnects anywhere, and catches up with
-// GetSessionHistory. The loop ends when the node drains or is killed.
+// GetSessionHistory. The loop ends when the node drains (Shutdown and Kill
+// stop it and wait for it).
 func (n *Node) watchBackplane() {
+	defer close(n.watchDone)
 	interval := n.cfg.HeartbeatInterval
 	if interval <= 0 {
 		interval = 2 * time.Second
@@ -386,9 +391,15 @@ func (n *Node) watchBackplane() {
 	// asked to reconnect (see below).
 	settle := max(interval, 1500*time.Millisecond)
 	var readySince time.Time
+	// stopRecycle cancels the recycle in progress and waits for it.
 	stopRecycle := func() {}
 	defer func() { stopRecycle() }()
-	for range t.C {
+	for {
+		select {
+		case <-t.C:
+		case <-n.watchQuit:
+			return
+		}
 		if n.Hub.Draining() {
 			return
 		}
@@ -420,8 +431,15 @@ func (n *Node) watchBackplane() {
 			"connections", n.Hub.ConnectionCount(), "window", window)
 		stopRecycle() // a recycle still in progress starts over
 		ctx, cancel := context.WithCancel(context.Background())
-		stopRecycle = cancel
-		go n.Hub.Recycle(ctx, window)
+		recycled := make(chan struct{})
+		stopRecycle = func() {
+			cancel()
+			<-recycled
+		}
+		go func() {
+			defer close(recycled)
+			n.Hub.Recycle(ctx, window)
+		}()
 	}
 }
 
@@ -446,6 +464,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if err := n.Hub.Drain(ctx, n.cfg.DrainWindow); err != nil {
 			errs = append(errs, err)
 		}
+		n.stopWatch()
 		if err := n.Hub.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
@@ -474,12 +493,19 @@ func (n *Node) Kill() {
 		_ = n.rdb.Close()
 		_ = n.server.Close()
 		n.Hub.Abort()
+		n.stopWatch()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = n.Engine.Shutdown(ctx)
 		_ = n.BP.Shutdown(ctx)
 		n.closeTools()
 	})
+}
+
+// stopWatch ends watchBackplane (and a recycle it started) and waits for it.
+func (n *Node) stopWatch() {
+	close(n.watchQuit)
+	<-n.watchDone
 }
 
 // closeTools releases the tool executor's handle on the sandbox root once

@@ -2,17 +2,20 @@ package farm_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
 
 	"github.com/orchestratorchat/hubfarm/hubnode/auth"
 	"github.com/orchestratorchat/hubfarm/hubnode/client"
+	"github.com/orchestratorchat/hubfarm/hubnode/hubs"
 	"github.com/orchestratorchat/hubfarm/internal/farm"
 	"github.com/orchestratorchat/hubfarm/internal/testredis"
 )
@@ -220,50 +223,124 @@ func TestPerUserConnectionLimit(t *testing.T) {
 	})
 }
 
+// TestInvocationFloodIsRateLimited: a raw connection pipelines invocations
+// far faster than its rate allows. Every one is answered: at most the
+// bucket's burst plus its refill over the flood are served, the rest get
+// RATE_LIMITED, and the counters say exactly that. Meanwhile another
+// client on the same node is served promptly (each call within a deadline)
+// and a connection of another user is not limited at all.
 func TestInvocationFloodIsRateLimited(t *testing.T) {
 	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
+		const rate, burst = 20, 20
 		f := securedFarm(t, b, 1, func(c *farm.NodeConfig) {
-			c.Hub.InvocationRate = 20
-			c.Hub.InvocationBurst = 20
+			c.Hub.InvocationRate = rate
+			c.Hub.InvocationBurst = burst
 		})
-		url := f.nodes[0].URL() + "/hubs/orchestrator"
-		flooder := mustDialAs(t, url, token(t, "flooder", time.Hour, nil))
+		n := f.nodes[0]
+		url := n.URL() + "/hubs/orchestrator"
+		flooderTok := token(t, "flooder", time.Hour, nil)
+		sid := createSession(t, mustDialAs(t, url, flooderTok), "flood")
 		calm := mustDialAs(t, url, token(t, "calm", time.Hour, nil))
-		sid := createSession(t, flooder, "flood")
+		calmSID := createSession(t, calm, "calm")
 
-		var limited, ok atomic.Int64
-		done := make(chan struct{})
+		ws, _, err := websocket.DefaultDialer.Dial(wsURL(n, "/hubs/orchestrator")+"?access_token="+flooderTok, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		rawHandshake(t, ws)
+
+		// The reader counts the completions of the flood's invocations.
+		const total, perFrame = 1000, 50
+		type tally struct{ ok, limited, other int }
+		results := make(chan tally, 1)
 		go func() {
-			defer close(done)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			for i := 0; i < 300; i++ {
-				_, err := flooder.Invoke(ctx, "SendSessionMessage", sid, "spam")
-				var ie *client.InvocationError
-				switch {
-				case err == nil:
-					ok.Add(1)
-				case errors.As(err, &ie) && strings.Contains(ie.Message, "RATE_LIMITED"):
-					limited.Add(1)
-				default:
-					t.Errorf("flood invoke: %v", err)
+			var c tally
+			defer func() { results <- c }()
+			_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for c.ok+c.limited+c.other < total {
+				_, data, err := ws.ReadMessage()
+				if err != nil {
 					return
+				}
+				for _, rec := range strings.Split(string(data), "\x1e") {
+					var m struct {
+						Type         int    `json:"type"`
+						InvocationID string `json:"invocationId"`
+						Error        string `json:"error"`
+					}
+					if json.Unmarshal([]byte(rec), &m) != nil || m.Type != 3 || !strings.HasPrefix(m.InvocationID, "f") {
+						continue
+					}
+					switch {
+					case m.Error == "":
+						c.ok++
+					case strings.Contains(m.Error, "RATE_LIMITED"):
+						c.limited++
+					default:
+						c.other++
+					}
 				}
 			}
 		}()
-		// Meanwhile the calm client is served promptly.
-		for i := 0; i < 5; i++ {
-			start := time.Now()
-			createSession(t, calm, "calm")
-			if d := time.Since(start); d > 2*time.Second {
-				t.Fatalf("calm client waited %v during the flood", d)
+
+		// The calm client calls one after another as the flood starts, at
+		// most its own burst's worth (a client that kept calling back to
+		// back would be flooding too).
+		calmDone := make(chan []time.Duration, 1)
+		go func() {
+			var lat []time.Duration
+			defer func() { calmDone <- lat }()
+			for i := 0; i < burst/2; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				start := time.Now()
+				_, err := calm.Invoke(ctx, "GetSessionHistory", calmSID, nil, 10)
+				cancel()
+				if err != nil {
+					t.Errorf("calm client's call %d during the flood: %v", i, err)
+					return
+				}
+				lat = append(lat, time.Since(start))
+			}
+		}()
+
+		before := scrape(t, n)
+		start := time.Now()
+		for i := 0; i < total; i += perFrame {
+			var frame strings.Builder
+			for j := i; j < i+perFrame; j++ {
+				fmt.Fprintf(&frame, "{\"type\":1,\"invocationId\":\"f%d\",\"target\":\"SendSessionMessage\",\"arguments\":[%q,\"spam\"]}\x1e", j, sid)
+			}
+			if err := ws.WriteMessage(websocket.TextMessage, []byte(frame.String())); err != nil {
+				t.Fatal(err)
 			}
 		}
-		<-done
-		if limited.Load() == 0 {
-			t.Fatalf("300 rapid invocations: none rate limited (%d ok)", ok.Load())
+		got := <-results
+		elapsed := time.Since(start)
+		lat := <-calmDone
+
+		if got.ok+got.limited != total || got.other != 0 {
+			t.Fatalf("%d invocations: %d served, %d rate limited, %d other errors; every one must be served or limited", total, got.ok, got.limited, got.other)
 		}
-		t.Logf("flood: %d served, %d rate limited", ok.Load(), limited.Load())
+		if allowed := burst + int(elapsed.Seconds()*rate) + 1; got.ok > allowed || got.ok < burst {
+			t.Fatalf("%d served in %v; the bucket allows between %d and %d", got.ok, elapsed, burst, allowed)
+		}
+		hub := []string{"hub", hubs.OrchestratorName}
+		// Exactly the flood's refusals: limits are per connection, and the
+		// calm client was never limited.
+		wantDelta(t, []*farm.Node{n}, []metricSet{before}, float64(got.limited), "hubfarm_invocations_rate_limited_total", hub...)
+		wantDelta(t, []*farm.Node{n}, []metricSet{before}, float64(got.ok), "hubfarm_invocations_total",
+			"hub", hubs.OrchestratorName, "method", "SendSessionMessage", "outcome", "ok")
+
+		var worst time.Duration
+		for _, l := range lat {
+			worst = max(worst, l)
+		}
+		if worst > 2*time.Second {
+			t.Fatalf("the calm client waited up to %v during the flood", worst)
+		}
+		t.Logf("flood of %d in %v: %d served, %d rate limited; calm client: %d calls, slowest %v", total, elapsed, got.ok, got.limited, len(lat), worst)
+
 	})
 }
 

@@ -62,6 +62,10 @@ test(`drain: SIGTERM on a node with ${CLIENTS} clients moves them all to the oth
   await watcher;
   log(`node 1: ${stopped.out.trim()} (${exitedAt - t} ms)`);
   assert.equal(stopped.status, '0', 'the drained node exits 0');
+  // Deregistered: gone from the farm's node registry (not left for the reaper).
+  const id1 = farm.nodeId(1);
+  assert.deepEqual(await farm.redis('ZSCORE', 'hf:nodes', id1), [], `${id1} left the node registry`);
+  assert.deepEqual(await farm.redis('EXISTS', `hf:node:${id1}`), ['0'], `${id1}'s registry hash is gone`);
 
   await until(() => clients.every((c) => c.connected && c.reconnects.length > 0), 60000,
     'every client reconnected', 200).catch((err) => {

@@ -312,6 +312,27 @@ test('a decision made elsewhere ends the prompt of a member who neither raised n
   assert.equal(mine.result, null);
 });
 
+test('ToolApprovalResolved from the farm ends every member\'s prompt, once, with who or why', () => {
+  const { store, svc } = service();
+  store.sessionInfo({ id: SID, name: 'demo', type: 1 });
+  for (const id of ['ap1', 'ap2', 'ap3', 'ap4', 'ap5']) svc.apply('ToolApprovalRequired', approvalReq(id), '', '');
+  const resolved = (id, approved, outcome, decidedBy, eventId) => svc.apply('ToolApprovalResolved',
+    { id, toolName: 'write_file', agentId: 'writer', sessionId: SID, approved, outcome, reason: '', decidedBy, timestamp: '', eventId }, eventId, '');
+  resolved('ap1', true, 'approved', 'bob', '20-0');
+  resolved('ap2', false, 'denied', 'carol', '21-0');
+  resolved('ap3', false, 'timed_out', 'timeout', '22-0');
+  resolved('ap4', false, 'cancelled', 'cancelled', '23-0');
+  resolved('ap5', false, 'policy_denied', 'policy', '24-0');
+  const s = store.sessions.get(SID);
+  assert.deepEqual(['ap1', 'ap2', 'ap3', 'ap4', 'ap5'].map((id) => [s.approvals.get(id).state, s.approvals.get(id).decidedBy]),
+    [['approved', 'bob'], ['denied', 'carol'], ['timedout', ''], ['cancelled', ''], ['denied', '']]);
+  assert.equal(store.pendingApprovals(SID).length, 0);
+  // The same event again (the other hub, or the history after a reconnect) changes nothing.
+  const { resolvedAt } = s.approvals.get('ap1');
+  resolved('ap1', false, 'denied', 'mallory', '20-0');
+  assert.deepEqual([s.approvals.get('ap1').state, s.approvals.get('ap1').decidedBy, s.approvals.get('ap1').resolvedAt], ['approved', 'bob', resolvedAt]);
+});
+
 test('the requester learns who decided from its ToolExecutionCompleted, and its run ends', async () => {
   let completed;
   const { store, svc } = service({ ExecuteTool: () => new Promise((r) => { completed = r; }) });

@@ -34,6 +34,16 @@ function selfDeduplicating(target, arg) {
   }
 }
 
+/**
+ * A ToolApprovalResolved payload ({id, approved, outcome, decidedBy, ...})
+ * in the shape the store takes decisions in (a tool result naming its
+ * approval): the outcome says who, when no user decided.
+ */
+export function resolutionAsResult(r) {
+  const by = { timed_out: 'timeout', cancelled: 'cancelled', policy_denied: 'policy' }[r?.outcome] ?? r?.decidedBy ?? '';
+  return { approvalId: r?.id, approved: r?.approved === true, decidedBy: by, metadata: {} };
+}
+
 /** The readable part of a hub error ("…HubException: X" → "X"). */
 export function errorText(err) {
   const msg = String(err?.message ?? err);
@@ -154,6 +164,10 @@ export class ConsoleService {
       case 'ToolExecutionCompleted':
         store.approvalResolved(arg, sessionId, eventId);
         this.toolEvent(target, arg, sessionId);
+        break;
+      case 'ToolApprovalResolved':
+        // The farm's news to every member that an approval is over.
+        store.approvalResolved(resolutionAsResult(arg), arg.sessionId || sessionId, eventId);
         break;
       case 'OrchestrationPlanCreated':
       case 'OrchestrationPlanUpdated':

@@ -22,6 +22,7 @@ export const AgentTargets = new Set([
   'ToolExecutionUpdate',
   'ToolExecutionCompleted',
   'ToolApprovalRequired',
+  'ToolApprovalResolved',
   'AgentMessage',
 ]);
 

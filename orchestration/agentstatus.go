@@ -188,7 +188,7 @@ func (e *Engine) endCall(c *agentCalls, outcome string, counted bool) {
 	l := &e.load
 	l.mu.Lock()
 	if l.sweeping {
-		c.idleSince = e.cfg.Now()
+		c.idleSince = time.Now() // runtime time: a frozen Config.Now must not keep members forever
 		if l.idle == nil {
 			l.idle = map[string]*agentCalls{}
 		}
@@ -229,8 +229,8 @@ func (e *Engine) leave(c *agentCalls) {
 }
 
 // startIdleSweeper starts the goroutine that removes this node's members
-// of agents it stopped serving AgentIdleAfter ago; stopIdleSweeper stops
-// it.
+// of agents it stopped serving AgentIdleAfter ago; e.stopSweeper stops it
+// and waits for it (Shutdown, crash).
 func (e *Engine) startIdleSweeper() {
 	l := &e.load
 	l.mu.Lock()
@@ -287,7 +287,7 @@ func (e *Engine) sweep(all bool) time.Duration {
 	var next time.Duration
 	for _, c := range idle {
 		c.mu.Lock()
-		switch wait := c.idleSince.Add(e.cfg.AgentIdleAfter).Sub(e.cfg.Now()); {
+		switch wait := time.Until(c.idleSince.Add(e.cfg.AgentIdleAfter)); {
 		case c.n > 0 || c.idleSince.IsZero(): // serving again, or already removed
 		case e.crashed.Load(): // a dead process updates nothing
 		case wait <= 0 || all:

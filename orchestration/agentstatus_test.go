@@ -2,6 +2,7 @@ package orchestration
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -202,6 +203,38 @@ func TestWorkingDirectoryReachesAgents(t *testing.T) {
 			if r.WorkingDirectory != "projects/s1" {
 				t.Fatalf("call (plan %q step %d, message %q) has working directory %q", r.PlanID, r.StepOrder, r.MessageID, r.WorkingDirectory)
 			}
+		}
+	})
+}
+
+// TestAgentIdleAfterAndShutdown: calls that follow each other within
+// AgentIdleAfter keep the agent Busy without a Ready in between; Shutdown
+// takes the node out of the running set at once and sends the Ready the
+// idle delay still held back.
+func TestAgentIdleAfterAndShutdown(t *testing.T) {
+	backends(t, func(t *testing.T, b backend) {
+		v := newEnv(t, b, map[string]Agent{"a": &Scripted{}})
+		router := &fakeRouter{}
+		cfg := testConfig("n1", 2)
+		cfg.AgentIdleAfter = time.Minute
+		e := v.msgNode(cfg, nil, router)
+		for i := range 3 {
+			v.outcomeOf(send(t, e, "a", fmt.Sprint("message ", i)), "a", 10*time.Second)
+		}
+		waitFor(t, 5*time.Second, "the calls to end", func() bool { calls, _ := inFlight([]*Engine{e}, "a"); return calls == 0 })
+		if st := router.statuses("a"); !slices.Equal(st, []contract.AgentStatus{contract.AgentStatusBusy}) {
+			t.Fatalf("statuses within the idle delay: %v", st)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := router.statuses("a"); !slices.Equal(st, []contract.AgentStatus{contract.AgentStatusBusy, contract.AgentStatusReady}) {
+			t.Fatalf("statuses after Shutdown: %v", st)
+		}
+		if n, err := v.rdb.ZCard(context.Background(), e.keys.agentRunning("a")).Result(); err != nil || n != 0 {
+			t.Fatalf("running set after Shutdown: %d %v", n, err)
 		}
 	})
 }

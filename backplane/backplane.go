@@ -111,6 +111,17 @@ type NodeInfo struct {
 	Started       time.Time
 	LastHeartbeat time.Time
 	Connections   int
+	// MessagesIn and MessagesOut are the node's cumulative message counts
+	// as of its last heartbeat (Config.NodeStats), so that any node can
+	// show every node's message rate; zero when the node reports none.
+	MessagesIn, MessagesOut uint64
+}
+
+// NodeStats is what a node publishes about its traffic with each heartbeat.
+type NodeStats struct {
+	// MessagesIn and MessagesOut count the records the node received from
+	// and sent to its clients since it started.
+	MessagesIn, MessagesOut uint64
 }
 
 // Config configures a Backplane. Zero fields take the defaults documented on
@@ -143,6 +154,10 @@ type Config struct {
 	// Now is the clock for heartbeats and dead-node detection. Default
 	// time.Now.
 	Now func() time.Time
+	// NodeStats, if set, is read at every heartbeat and published with it
+	// (see NodeInfo). It must be cheap and safe to call from the heartbeat
+	// goroutine. Default: none (the counts are zero).
+	NodeStats func() NodeStats
 	// OnNodeDead, if set, is called after this node removed a dead node's
 	// connections from the registry. Exactly one survivor cleans up a given
 	// dead node, so across the farm the hook runs once per death. It runs

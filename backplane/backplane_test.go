@@ -329,7 +329,9 @@ func TestRefcount(t *testing.T) {
 func TestRegistry(t *testing.T) {
 	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
 		checkGoroutines(t)
-		a := startNode(t, b, "a", nil)
+		a := startNode(t, b, "a", func(c *Config) {
+			c.NodeStats = func() NodeStats { return NodeStats{MessagesIn: 5, MessagesOut: 9} }
+		})
 		bn := startNode(t, b, "b", nil)
 		a.mustRegister(t, "a1", "ann", "g1", "g2")
 		bn.mustRegister(t, "b1", "ann", "g1")
@@ -355,10 +357,12 @@ func TestRegistry(t *testing.T) {
 		if err != nil || len(nodes) != 2 || nodes[0].ID != "a" || nodes[0].Address != "a:0" || nodes[1].ID != "b" {
 			t.Fatalf("nodes %+v %v", nodes, err)
 		}
-		// The connection count arrives with the next heartbeat.
+		// The connection count arrives with the next heartbeat, with the
+		// node's message counts (none from a node without NodeStats).
 		waitFor(t, 5*time.Second, "connection count", func() bool {
 			nodes, _ := a.Nodes(ctx)
-			return len(nodes) == 2 && nodes[0].Connections == 1 && !nodes[0].Started.IsZero()
+			return len(nodes) == 2 && nodes[0].Connections == 1 && !nodes[0].Started.IsZero() &&
+				nodes[0].MessagesIn == 5 && nodes[0].MessagesOut == 9 && nodes[1].MessagesIn == 0 && nodes[1].MessagesOut == 0
 		})
 
 		if err := a.UnregisterConnection(ctx, connInfo("a1", "ann"), []string{"g1"}); err != nil {

@@ -98,11 +98,16 @@ func (h *heartbeat) beat(ctx context.Context, first bool) (added bool, err error
 	b.mu.Lock()
 	conns := len(b.local)
 	b.mu.Unlock()
+	var stats NodeStats
+	if b.cfg.NodeStats != nil {
+		stats = b.cfg.NodeStats()
+	}
 	var zadd *redis.IntCmd
 	err = b.multi(ctx, func(p redis.Pipeliner) error {
 		key := b.k.node(b.cfg.NodeID)
 		p.HSet(ctx, key, "address", b.cfg.Address, "started", ms(b.started), "heartbeat", ms(now),
-			"conns", conns, "instance", strconv.FormatUint(b.instance, 16))
+			"conns", conns, "instance", strconv.FormatUint(b.instance, 16),
+			"msgs_in", stats.MessagesIn, "msgs_out", stats.MessagesOut)
 		p.PExpire(ctx, key, b.cfg.deadAfter())
 		zadd = p.ZAdd(ctx, b.k.nodes(), redis.Z{Score: float64(now.UnixMilli()), Member: b.cfg.NodeID})
 		return nil

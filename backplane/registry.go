@@ -309,12 +309,17 @@ func (b *Backplane) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	for i, z := range zs {
 		h := cmds[i].Val()
 		n, _ := strconv.Atoi(h["conns"])
+		// Counts from a node of an older version are absent: zero.
+		in, _ := strconv.ParseUint(h["msgs_in"], 10, 64)
+		outMsgs, _ := strconv.ParseUint(h["msgs_out"], 10, 64)
 		out = append(out, NodeInfo{
 			ID:            z.Member.(string),
 			Address:       h["address"],
 			Started:       parseMs(h["started"]),
 			LastHeartbeat: time.UnixMilli(int64(z.Score)),
 			Connections:   n,
+			MessagesIn:    in,
+			MessagesOut:   outMsgs,
 		})
 	}
 	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })

@@ -297,3 +297,16 @@ func TestEngineObserver(t *testing.T) {
 		}
 	}
 }
+
+func TestMessageTotals(t *testing.T) {
+	m := NewNode(prometheus.NewRegistry())
+	if in, out := m.MessageTotals(); in != 0 || out != 0 {
+		t.Fatalf("fresh node: in %d out %d", in, out)
+	}
+	m.MessageInCounter("1").Add(3)
+	m.MessageInCounter("6").Add(4)
+	m.RecordsOut.Add(11)
+	if in, out := m.MessageTotals(); in != 7 || out != 11 {
+		t.Fatalf("in %d out %d, want 7 and 11", in, out)
+	}
+}

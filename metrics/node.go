@@ -13,6 +13,7 @@ package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Namespace prefixes every metric name.
@@ -96,6 +97,33 @@ func (m *Node) InitHub(hub string) {
 	m.ConnectionsCurrent.WithLabelValues(hub)
 	m.ConnectionsOpened.WithLabelValues(hub)
 	m.RateLimited.WithLabelValues(hub)
+}
+
+// MessageTotals returns the records received from clients (all message
+// types) and written to them since the node started, read from the
+// counters themselves: the node publishes them with its heartbeat so that
+// every node can show every node's message rate.
+func (m *Node) MessageTotals() (in, out uint64) {
+	return uint64(counterSum(m.MessagesIn)), uint64(counterSum(m.RecordsOut))
+}
+
+// counterSum adds up the values of a counter or of every series of a
+// counter vector.
+func counterSum(c prometheus.Collector) float64 {
+	ch := make(chan prometheus.Metric, 16)
+	go func() {
+		c.Collect(ch)
+		close(ch)
+	}()
+	var sum float64
+	var pb dto.Metric
+	for metric := range ch {
+		pb.Reset()
+		if metric.Write(&pb) == nil && pb.Counter != nil {
+			sum += pb.Counter.GetValue()
+		}
+	}
+	return sum
 }
 
 // MessageInCounter returns the counter of received records of one message

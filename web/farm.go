@@ -35,6 +35,11 @@ type FarmNode struct {
 	Connections   int       `json:"connections"`
 	Started       time.Time `json:"started"`
 	LastHeartbeat time.Time `json:"lastHeartbeat"`
+	// MessagesIn and MessagesOut are the node's cumulative message counts
+	// as of LastHeartbeat: two answers with different heartbeats give the
+	// node's message rate, whichever nodes served them.
+	MessagesIn  uint64 `json:"messagesIn"`
+	MessagesOut uint64 `json:"messagesOut"`
 }
 
 // ServedBy describes the node that answered a FarmView request, with its
@@ -90,7 +95,8 @@ func FarmAPI(src FarmSource) http.Handler {
 		}
 		for _, n := range nodes {
 			view.Nodes = append(view.Nodes, FarmNode{ID: n.ID, Address: n.Address, Connections: n.Connections,
-				Started: n.Started.UTC(), LastHeartbeat: n.LastHeartbeat.UTC()})
+				Started: n.Started.UTC(), LastHeartbeat: n.LastHeartbeat.UTC(),
+				MessagesIn: n.MessagesIn, MessagesOut: n.MessagesOut})
 		}
 		if src.ConnectionNode != nil {
 			ids := r.URL.Query()["connection"]

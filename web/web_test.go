@@ -114,7 +114,7 @@ func TestFarmAPI(t *testing.T) {
 		NodeID: "node-b",
 		Nodes: func(context.Context) ([]backplane.NodeInfo, error) {
 			return []backplane.NodeInfo{
-				{ID: "node-a", Address: "10.0.0.1:8080", Connections: 2, LastHeartbeat: hb},
+				{ID: "node-a", Address: "10.0.0.1:8080", Connections: 2, LastHeartbeat: hb, MessagesIn: 40, MessagesOut: 800},
 				{ID: "node-b", Address: "10.0.0.2:8080", Connections: 5, LastHeartbeat: hb},
 			}, nil
 		},
@@ -137,7 +137,8 @@ func TestFarmAPI(t *testing.T) {
 	if v.ServedBy.ID != "node-b" || v.ServedBy.MessagesIn != 7 || v.ServedBy.MessagesOut != 11 {
 		t.Errorf("servedBy = %+v", v.ServedBy)
 	}
-	if len(v.Nodes) != 2 || v.Nodes[1].Connections != 5 || !v.Nodes[0].LastHeartbeat.Equal(hb) {
+	if len(v.Nodes) != 2 || v.Nodes[1].Connections != 5 || !v.Nodes[0].LastHeartbeat.Equal(hb) ||
+		v.Nodes[0].MessagesIn != 40 || v.Nodes[0].MessagesOut != 800 || v.Nodes[1].MessagesIn != 0 {
 		t.Errorf("nodes = %+v", v.Nodes)
 	}
 	if v.Connections["c1"] != "node-a" || v.Connections["c2"] != "" {

@@ -194,6 +194,10 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	bp, err := backplane.New(rdb, backplane.Config{
 		Prefix: cfg.Prefix, NodeID: cfg.NodeID, Address: ln.Addr().String(),
 		HeartbeatInterval: cfg.HeartbeatInterval, OnPublished: bpMetrics.ObservePublish,
+		NodeStats: func() backplane.NodeStats {
+			in, out := nodeMetrics.MessageTotals()
+			return backplane.NodeStats{MessagesIn: in, MessagesOut: out}
+		},
 	}, hn.HandleDelivery, cfg.Logger)
 	if err != nil {
 		ln.Close()
@@ -232,7 +236,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 			c, _, err := bp.Connection(ctx, connID)
 			return c.User, err
 		}}
-	engine, err := orchestration.New(ecfg, rdb, engineSessions{EngineSessions: hubs.EngineSessions{Store: store}, EngineRouter: router, log: log}, cfg.Agents, log)
+	engine, err := orchestration.New(ecfg, rdb, engineSessions{EngineSessions: hubs.EngineSessions{Store: store, Node: hn}, EngineRouter: router, log: log}, cfg.Agents, log)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("farm: orchestration engine: %w", err)

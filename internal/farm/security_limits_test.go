@@ -442,4 +442,15 @@ func TestPlansInAnotherUsersSession(t *testing.T) {
 	if st.Plan.ID != plan.ID {
 		t.Fatalf("alice's plan: %+v", st)
 	}
+
+	// An admin may use every session: plans included.
+	admin := mustDialAs(t, f.nodes[1].URL()+hubs.OrchestratorPath, token(t, "root", time.Hour, jwt.MapClaims{"role": "admin"}))
+	st = contract.PlanState{}
+	invoke(t, admin, &st, "GetPlan", plan.ID)
+	if st.Plan.ID != plan.ID {
+		t.Fatalf("the admin's GetPlan: %+v", st)
+	}
+	var adminPlan contract.OrchestrationPlan
+	invoke(t, admin, &adminPlan, "CreateOrchestrationPlan", req)
+	invoke(t, admin, nil, "CancelExecution", adminPlan.ID)
 }

@@ -155,14 +155,17 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     assert.equal(nodes, farm().nodes, 'the farm view lists every node');
     const conns = Number(await alice.page.locator(`#farm-nodes tr[data-node="${aliceNode}"] td.num`).first().textContent());
     assert.ok(conns >= 1, `the node serving alice counts her connection (${conns})`);
-    // A node's message rate comes from two of its answers; ask the farm
-    // (round-robin behind the dev proxy) until some node answered twice.
+    // Every node's message rate comes from the counts of two of its
+    // heartbeats, whichever node answers the poll: poll until each row has
+    // one (heartbeats are 2 s apart on the dev farm).
     const rates = () => alice.page.evaluate(() => [...document.querySelectorAll('#farm-nodes tbody tr[data-node] td:nth-of-type(3)')]
       .map((td) => td.textContent));
-    for (let i = 0; i < 10 && !(await rates()).some((r) => /^\d+\.\d$/.test(r)); i++) {
+    const allRated = async () => (await rates()).every((r) => /^\d+\.\d$/.test(r));
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline && !(await allRated());) {
       await alice.page.evaluate(() => globalThis.hubfarmConsole.service.pollFarm());
+      await new Promise((r) => setTimeout(r, 250));
     }
-    assert.ok((await rates()).some((r) => /^\d+\.\d$/.test(r)), `a node shows its message rate: ${await rates()}`);
+    assert.ok(await allRated(), `every node shows its message rate: ${await rates()}`);
     await shot(alice, 'farm');
   });
 

@@ -379,3 +379,19 @@ test('a prompt nobody answers shows as timed out once the farm\'s approval timeo
   assert.deepEqual(approvalShown({ ...a, at: now }, now), { state: 'pending', open: true, until: now + APPROVAL_TIMEOUT_MS });
   assert.equal(approvalShown({ ...a, state: 'dismissed', at: now }, now), null);
 });
+
+test('every node\'s message rate comes from its heartbeat counts, whichever node answers', () => {
+  const { store } = service();
+  const node = (id, hb, inN, outN) => ({ id, address: `${id}:1`, connections: 1, started: '', lastHeartbeat: new Date(hb).toISOString(), messagesIn: inN, messagesOut: outN });
+  const t0 = Date.parse('2026-01-01T00:00:00Z');
+  store.farmView({ nodes: [node('a', t0, 10, 90), node('b', t0, 0, 0)], servedBy: { id: 'a', messagesIn: 11, messagesOut: 95 }, connections: {} });
+  assert.equal(store.farm.rates.size, 0, 'one heartbeat gives no rate');
+  // Node b answers the next poll; node a's heartbeat 2 s later counts 400 more records.
+  store.farmView({ nodes: [node('a', t0 + 2000, 50, 450), node('b', t0 + 2000, 0, 10)], servedBy: { id: 'b', messagesIn: 0, messagesOut: 10 }, connections: {} });
+  assert.equal(store.farm.rates.get('a'), 200);
+  assert.equal(store.farm.rates.get('b'), 5);
+  // The same heartbeats again change nothing; a node that left is forgotten.
+  store.farmView({ nodes: [node('a', t0 + 2000, 50, 450)], servedBy: { id: 'a' }, connections: {} });
+  assert.equal(store.farm.rates.get('a'), 200);
+  assert.equal(store.farm.rates.has('b'), false);
+});

@@ -543,24 +543,41 @@ export class Store extends EventTarget {
     this.changed('connection', { hub });
   }
 
+  /**
+   * An answer of GET /api/farm. Every node's message counts come with its
+   * heartbeat, so a node's rate is the change of its counts between two of
+   * its heartbeats, whichever node answered. (A farm of an older version
+   * gives counts only for the answering node: then the rate is measured
+   * between two answers of that node.)
+   */
   farmView(view) {
     const now = Date.now();
     const served = view.servedBy || {};
-    const prev = this.farm.samples?.get(served.id);
     const samples = this.farm.samples || new Map();
-    const total = (served.messagesIn || 0) + (served.messagesOut || 0);
-    if (served.id) {
-      if (prev && now > prev.at && total >= prev.total) {
-        this.farm.rates.set(served.id, ((total - prev.total) * 1000) / (now - prev.at));
-      }
-      samples.set(served.id, { at: now, total });
+    const rate = (id, at, total) => {
+      const prev = samples.get(id);
+      if (prev && at === prev.at) return; // the same heartbeat again
+      if (prev && at > prev.at && total >= prev.total) this.farm.rates.set(id, ((total - prev.total) * 1000) / (at - prev.at));
+      samples.set(id, { at, total });
+    };
+    const nodes = view.nodes || [];
+    const counted = new Set();
+    for (const n of nodes) {
+      const at = Date.parse(n.lastHeartbeat);
+      if (typeof n.messagesIn !== 'number' || !Number.isFinite(at)) continue;
+      rate(n.id, at, (n.messagesIn || 0) + (n.messagesOut || 0));
+      counted.add(n.id);
     }
+    if (served.id && !counted.has(served.id)) rate(served.id, now, (served.messagesIn || 0) + (served.messagesOut || 0));
+    // Forget nodes that left the farm.
+    const live = new Set(nodes.map((n) => n.id));
+    for (const id of [...samples.keys()]) if (!live.has(id) && id !== served.id) { samples.delete(id); this.farm.rates.delete(id); }
     const conns = view.connections || {};
     for (const hub of ['orchestrator', 'agent']) {
       const c = this.connections[hub];
       if (c.connectionId && c.connectionId in conns) c.node = conns[c.connectionId] || '';
     }
-    this.farm = { ...this.farm, samples, nodes: view.nodes || [], servedBy: served.id || '', error: '', updated: now };
+    this.farm = { ...this.farm, samples, nodes, servedBy: served.id || '', error: '', updated: now };
     this.changed('farm');
     this.changed('connection', { hub: 'orchestrator' });
   }

@@ -9,7 +9,7 @@ export function mountFarm(root, store, service) {
   const summary = h('div', { class: 'farm-summary', id: 'farm-summary' });
   const table = h('table', { class: 'nodes', id: 'farm-nodes' });
   const note = h('p', { class: 'help' },
-    'Message rates are measured from two answers of the same node (the page asks a different node each time behind a round-robin balancer).');
+    'Messages/s: records each node received from and sent to its clients, measured between two of its heartbeats.');
   const drop = h('button', { type: 'button', id: 'drop-connection', onclick: () => service.dropConnections() }, 'Drop my connections');
   const dropHelp = h('p', { class: 'help', id: 'drop-help' }, 'Development farms only: the server closes this browser’s connections; the console reconnects (often to another node) and catches up.');
   drop.setAttribute('aria-describedby', 'drop-help');

@@ -23,8 +23,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/orchestratorchat/hubfarm/internal/backoff"
 )
 
 // Topology is the shape of the Redis deployment a client talks to.
@@ -172,6 +175,10 @@ func Parse(raw string) (Config, error) {
 // NewClient builds the client of c's topology: a Client, a FailoverClient
 // (which asks the sentinels for the primary and follows it across
 // failovers) or a ClusterClient.
+//
+// Every topology retries a failed dial after a jittered wait
+// (DialRetryWait) instead of go-redis's constant 100 ms, so that the nodes
+// of a farm that all lost Redis at once do not redial it in lock step.
 func (c Config) NewClient() redis.UniversalClient {
 	switch c.Topology {
 	case Sentinel:
@@ -179,18 +186,33 @@ func (c Config) NewClient() redis.UniversalClient {
 			MasterName: c.MasterName, SentinelAddrs: c.Addrs,
 			SentinelUsername: c.SentinelUsername, SentinelPassword: c.SentinelPassword,
 			Username: c.Username, Password: c.Password, DB: c.DB,
+			DialerRetryBackoff: DialRetryWait,
 		})
 	case Cluster:
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: c.Addrs, Username: c.Username, Password: c.Password,
+			DialerRetryBackoff: DialRetryWait,
 		})
 	default:
 		if c.single != nil {
 			o := *c.single
+			if o.DialerRetryBackoff == nil {
+				o.DialerRetryBackoff = DialRetryWait
+			}
 			return redis.NewClient(&o)
 		}
-		return redis.NewClient(&redis.Options{Addr: c.Addrs[0], Username: c.Username, Password: c.Password, DB: c.DB})
+		return redis.NewClient(&redis.Options{Addr: c.Addrs[0], Username: c.Username, Password: c.Password, DB: c.DB,
+			DialerRetryBackoff: DialRetryWait})
 	}
+}
+
+// DialRetryWait is the wait before a dial retry of a client NewClient
+// builds, whatever the attempt: a random wait between 50 and 100 ms. It
+// stays under go-redis's constant 100 ms because a command waits for the
+// retries of its dial: during an outage a caller must hear of the failure
+// as soon as before.
+func DialRetryWait(int) time.Duration {
+	return backoff.Jitter(100*time.Millisecond, nil)
 }
 
 // String describes c for logs, without passwords.

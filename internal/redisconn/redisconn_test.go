@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -85,5 +86,19 @@ func TestNewClientTopology(t *testing.T) {
 			}
 		}
 		_ = rdb.Close()
+	}
+}
+
+func TestDialRetryWaitIsJitteredUnderTheDefault(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for attempt := range 200 {
+		d := DialRetryWait(attempt % 5)
+		if d < 50*time.Millisecond || d > 100*time.Millisecond {
+			t.Fatalf("attempt %d: wait %v outside [50ms, 100ms]", attempt%5, d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 10 {
+		t.Fatalf("only %d distinct waits in 200 draws: not jittered", len(seen))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/orchestratorchat/hubfarm/hubnode/auth"
+	"github.com/orchestratorchat/hubfarm/orchestration"
 )
 
 // flagSet wraps flag.FlagSet so that every flag also reads its default from
@@ -109,10 +110,23 @@ type nodeFlags struct {
 	invocationRate    float64
 	maxConnsPerUser   int
 	maxConns          int
+	workers           int
+	noWorkers         bool
+}
+
+// check refuses node flag values that would otherwise be taken for a
+// default or fail later.
+func (n *nodeFlags) check() error {
+	if !n.noWorkers && n.workers < 1 {
+		return fmt.Errorf("--workers %d: must be at least 1 (--no-workers runs none)", n.workers)
+	}
+	return nil
 }
 
 func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
 	f.String(&n.prefix, "prefix", "hf", "prefix of every Redis key and channel (several farms can share one Redis)")
+	f.Int(&n.workers, "workers", orchestration.DefaultWorkers, "orchestration job workers on this node (plan steps, agent answers, tool calls); raised to --job-partitions")
+	f.Bool(&n.noWorkers, "no-workers", false, "run no job workers: this node serves the hubs only and other nodes run the jobs")
 	f.String(&n.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&n.logFormat, "log-format", defaultLogFormat, "log format: json or text")
 	f.Duration(&n.heartbeat, "heartbeat", 2*time.Second, "node heartbeat interval; a node silent for 3 intervals is dead")

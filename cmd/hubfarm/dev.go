@@ -40,6 +40,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	if err := nf.check(); err != nil {
+		return err
+	}
 	if nf.allowedOrigins == "" {
 		nf.allowedOrigins = "*" // development: any page may connect
 	}
@@ -91,6 +94,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			NodeID: fmt.Sprintf("dev-%d", i), Prefix: nf.prefix, DevTrustUserParam: true, Dev: true,
 			HeartbeatInterval: nf.heartbeat, Hub: devHub, Logger: log,
 			Agents: catalog, ToolsRoot: sandboxRoot, Tools: tools.Config{EnableBash: nf.enableBash},
+			Workers: nf.workers, NoWorkers: nf.noWorkers,
 		}, rdb)
 		if err != nil {
 			return err

@@ -56,6 +56,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	if err := nf.check(); err != nil {
+		return err
+	}
 	log, err := newLogger(stderr, nf.logFormat, nf.logLevel)
 	if err != nil {
 		return err
@@ -105,6 +108,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		DevTrustUserParam: nf.devTrustUserParam, Auth: verifier, HeartbeatInterval: nf.heartbeat, DrainWindow: nf.drainWindow,
 		Hub: hcfg, Logger: log, Agents: catalog, Engine: orchestration.Config{VisibilityTimeout: visibility},
 		ToolsRoot: sandboxRoot, Tools: tools.Config{EnableBash: nf.enableBash}, JobPartitions: partitions,
+		Workers: nf.workers, NoWorkers: nf.noWorkers,
 	}, rdb)
 	if err != nil {
 		return err

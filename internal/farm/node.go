@@ -58,7 +58,8 @@ type NodeConfig struct {
 	// DrainWindow spreads the closing of connections on Shutdown. Default 0.
 	DrainWindow time.Duration
 	// Workers is the number of orchestration job workers on this node.
-	// Default 4; NoWorkers makes the node serve the API only.
+	// Default orchestration.DefaultWorkers; NoWorkers makes the node serve
+	// the API only.
 	Workers   int
 	NoWorkers bool
 	// JobPartitions is the number of job streams of the orchestration
@@ -225,7 +226,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	case cfg.Workers > 0:
 		ecfg.Workers = cfg.Workers
 	default:
-		ecfg.Workers = 4
+		ecfg.Workers = orchestration.DefaultWorkers
 	}
 	if ecfg.Workers > 0 && ecfg.Workers < ecfg.Partitions {
 		// Each partition's reader waits for a free worker of its own.

@@ -79,7 +79,7 @@ func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
 		}
 		plan, err := e.CreatePlan(call.Context(), callerOf(call), req)
 		if err != nil {
-			return contract.OrchestrationPlan{}, engineError(err)
+			return contract.OrchestrationPlan{}, h.planRefused(call, err, req.SessionID, "")
 		}
 		return plan, nil
 	})
@@ -90,7 +90,7 @@ func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
 		}
 		if err != nil {
 			h.receiveError(call, orchestration.CodeOf(err), err.Error(), "", "")
-			return engineError(err)
+			return h.planRefused(call, err, "", planID)
 		}
 		h.deps.Logger.Info("plan execution started", "audit", true, "user", call.User(), "plan", planID, "conn", call.ConnectionID(),
 			"remote", call.Conn().RemoteAddr())
@@ -110,6 +110,7 @@ func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
 				return fmt.Errorf("send orchestration message: %w", err)
 			}
 			h.receiveError(call, ee.Code, ee.Message, req.SessionID, "")
+			_ = h.planRefused(call, err, req.SessionID, "") // the audit line; the call succeeds
 			return nil
 		}
 		h.deps.Logger.Info("plan execution started", "audit", true, "user", call.User(), "plan", plan.ID, "session", req.SessionID,
@@ -122,7 +123,7 @@ func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
 			err = e.CancelExecution(call.Context(), callerOf(call), planID)
 		}
 		if err != nil {
-			return engineError(err)
+			return h.planRefused(call, err, "", planID)
 		}
 		h.deps.Logger.Info("plan cancelled", "audit", true, "user", call.User(), "plan", planID, "conn", call.ConnectionID(),
 			"remote", call.Conn().RemoteAddr())
@@ -134,8 +135,19 @@ func (h *Hubs) registerOrchestration(hub *hubnode.Hub) {
 		}
 		st, err := e.GetPlan(call.Context(), callerOf(call), planID)
 		if err != nil {
-			return contract.PlanState{}, engineError(err)
+			return contract.PlanState{}, h.planRefused(call, err, "", planID)
 		}
 		return st, nil
 	})
+}
+
+// planRefused returns a plan method's engine error for its Completion,
+// after writing the audit line of a refusal when the caller may not use
+// the plan's session.
+func (h *Hubs) planRefused(call *hubnode.Call, err error, sessionID, planID string) error {
+	if orchestration.CodeOf(err) == contract.CodeForbidden {
+		h.deps.Logger.Warn("session access denied", "audit", true, "op", call.Target(), "user", call.User(),
+			"session", sessionID, "plan", planID, "conn", call.ConnectionID(), "remote", call.Conn().RemoteAddr())
+	}
+	return engineError(err)
 }

@@ -136,6 +136,9 @@ func TestAuditLog(t *testing.T) {
 	var plan contract.OrchestrationPlan
 	invoke(t, alice, &plan, "CreateOrchestrationPlan", contract.CreatePlanRequest{SessionID: sid, Goal: secretGoal,
 		Strategy: contract.StrategySequential, AvailableAgentIDs: []string{"scripted-writer"}, MaxSteps: 3})
+	if _, err := mallory.Invoke(ctx, "GetPlan", plan.ID); err == nil {
+		t.Fatal("mallory read alice's plan")
+	}
 	invoke(t, alice, nil, "ExecutePlan", plan.ID)
 	invoke(t, alice, nil, "CancelExecution", plan.ID)
 
@@ -182,6 +185,7 @@ func TestAuditLog(t *testing.T) {
 		{"session left", map[string]any{"user": "bob", "session": sid}},
 		{"session member removed", map[string]any{"user": "alice", "removed": "bob", "session": sid}},
 		{"session access denied", map[string]any{"user": "mallory", "session": sid, "op": "join"}},
+		{"session access denied", map[string]any{"user": "mallory", "plan": plan.ID, "op": "GetPlan"}},
 		{"plan execution started", map[string]any{"user": "alice", "plan": plan.ID}},
 		{"plan cancelled", map[string]any{"user": "alice", "plan": plan.ID}},
 		{"tool approval refused", map[string]any{"user": "mallory", "approval": approvalIDs[0], "session": sid}},

@@ -24,6 +24,10 @@ type FarmSource struct {
 	// Metrics gathers the serving node's metrics, for its message counters.
 	// Optional.
 	Metrics prometheus.Gatherer
+	// Authenticate, if set, must accept a request before it is answered
+	// (a farm with JWT authentication: the caller's bearer token). Default:
+	// every request is answered (an open farm).
+	Authenticate func(r *http.Request) error
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -71,7 +75,8 @@ const (
 // FarmAPI serves GET /api/farm: the live nodes of the farm with their
 // connection counts and heartbeats, the node that served the request with
 // its message counters, and — for each ?connection=ID — the node holding
-// that connection.
+// that connection. On a farm with authentication only a caller with a
+// valid token gets an answer (node addresses are not for everyone).
 func FarmAPI(src FarmSource) http.Handler {
 	now := src.Now
 	if now == nil {
@@ -82,6 +87,14 @@ func FarmAPI(src FarmSource) http.Handler {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
+		}
+		if src.Authenticate != nil {
+			if err := src.Authenticate(r); err != nil {
+				// The reason stays out of the answer, as on the hubs.
+				w.Header().Set("WWW-Authenticate", "Bearer")
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a valid bearer token is required"})
+				return
+			}
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()

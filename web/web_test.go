@@ -152,3 +152,30 @@ func TestFarmAPI(t *testing.T) {
 		t.Errorf("registry failure = %d %s", res.StatusCode, body)
 	}
 }
+
+func TestFarmAPIAuthenticates(t *testing.T) {
+	asked := 0
+	src := FarmSource{
+		NodeID: "node-a",
+		Nodes: func(context.Context) ([]backplane.NodeInfo, error) {
+			asked++
+			return []backplane.NodeInfo{{ID: "node-a", Address: "10.0.0.1:8080"}}, nil
+		},
+		Authenticate: func(r *http.Request) error {
+			if r.Header.Get("Authorization") != "Bearer good" {
+				return errors.New("token expired at 12:00")
+			}
+			return nil
+		},
+	}
+	res := get(t, FarmAPI(src), http.MethodGet, "/api/farm", nil)
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusUnauthorized || res.Header.Get("WWW-Authenticate") != "Bearer" ||
+		strings.Contains(string(body), "10.0.0.1") || strings.Contains(string(body), "expired") || asked != 0 {
+		t.Fatalf("without a token: %d %q %s (registry asked %d times)", res.StatusCode, res.Header.Get("WWW-Authenticate"), body, asked)
+	}
+	res = get(t, FarmAPI(src), http.MethodGet, "/api/farm", map[string]string{"Authorization": "Bearer good"})
+	if res.StatusCode != http.StatusOK || asked != 1 {
+		t.Fatalf("with a token: %d (registry asked %d times)", res.StatusCode, asked)
+	}
+}

@@ -294,9 +294,14 @@ func (n *Node) routes() http.Handler {
 	})
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{Registry: n.Registry})))
 	n.Hub.Routes(r)
-	r.GET("/api/farm", gin.WrapH(web.FarmAPI(web.FarmSource{
-		NodeID: n.ID, Nodes: n.BP.Nodes, ConnectionNode: n.connectionNode, Metrics: n.Registry,
-	})))
+	farmSrc := web.FarmSource{NodeID: n.ID, Nodes: n.BP.Nodes, ConnectionNode: n.connectionNode, Metrics: n.Registry}
+	if v := n.cfg.Auth; v != nil {
+		farmSrc.Authenticate = func(r *http.Request) error {
+			_, err := v.Authenticate(r)
+			return err
+		}
+	}
+	r.GET("/api/farm", gin.WrapH(web.FarmAPI(farmSrc)))
 	console := gin.WrapH(web.Handler())
 	r.GET("/", console)
 	r.HEAD("/", console)

@@ -379,3 +379,37 @@ func TestOriginCheck(t *testing.T) {
 		}
 	})
 }
+
+// TestFarmViewNeedsATokenOnASecuredFarm: /api/farm (node addresses and
+// counts) answers a secured farm's caller only with a valid bearer token.
+func TestFarmViewNeedsATokenOnASecuredFarm(t *testing.T) {
+	testredis.Backends(t, func(t *testing.T, b testredis.Backend) { farmViewNeedsAToken(t, b) })
+}
+
+func farmViewNeedsAToken(t *testing.T, b testredis.Backend) {
+	f := securedFarm(t, b, 1, nil)
+	get := func(tok string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, f.nodes[0].URL()+"/api/farm", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for name, tok := range map[string]string{"none": "", "expired": token(t, "alice", -time.Hour, nil), "garbage": "x.y.z"} {
+		if got := get(tok); got != http.StatusUnauthorized {
+			t.Errorf("%s token: status %d, want 401", name, got)
+		}
+	}
+	if got := get(token(t, "alice", time.Hour, nil)); got != http.StatusOK {
+		t.Errorf("valid token: status %d, want 200", got)
+	}
+}

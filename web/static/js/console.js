@@ -444,7 +444,9 @@ export class ConsoleService {
     const u = new URL('/api/farm', location.href);
     for (const c of Object.values(this.store.connections)) if (c.connectionId) u.searchParams.append('connection', c.connectionId);
     try {
-      const res = await fetch(u, { cache: 'no-store', signal: AbortSignal.timeout(4000) });
+      const token = this.store.identity?.token;
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      const res = await fetch(u, { cache: 'no-store', headers, signal: AbortSignal.timeout(4000) });
       if (!res.ok) throw new Error(`farm view: HTTP ${res.status}`);
       this.store.farmView(await res.json());
     } catch (err) {

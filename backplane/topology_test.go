@@ -175,6 +175,97 @@ func TestClusterSlotMove(t *testing.T) {
 	a.waitDelivery(t, 5*time.Second, "delivery to the other group", frameIs("still-here"))
 }
 
+// TestClusterMasterFailover: a master of a cluster with replicas is
+// killed; its replica takes over its slots (automatic failover); the
+// nodes' sharded subscriptions on the dead master move to the promoted
+// replica, every group delivers again both ways, both nodes are ready,
+// and messages sent after the recovery reach every member.
+func TestClusterMasterFailover(t *testing.T) {
+	cl := testredis.StartClusterWithReplicas(t)
+	checkGoroutines(t)
+	b := testredis.Backend{Name: "redis-cluster", Cluster: cl}
+	a := startNode(t, b, "a", nil)
+	bn := startNode(t, b, "b", nil)
+	groups := []string{"g1", "g2", "g3", "g4", "g5", "g6"}
+	a.mustRegister(t, "a1", "ann", groups...)
+	bn.mustRegister(t, "b1", "bob", groups...)
+	for _, g := range groups {
+		a.mustPublish(t, ScopeGroup, g, "before-"+g, "")
+		bn.waitDelivery(t, 5*time.Second, "before "+g, frameIs("before-"+g))
+	}
+	ctx := ctxT(t, 90*time.Second)
+	// Kill the master holding g1's sharded subscriptions.
+	ch := a.k.chGroup("g1")
+	victim := -1
+	for i, m := range masterClients(t, cl) {
+		if n, _ := m.PubSubShardNumSub(ctx, ch).Result(); n[ch] > 0 {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatal("no master holds g1's sharded subscription")
+	}
+	onVictim := 0
+	for _, g := range groups {
+		if n, _ := cl.Masters[victim].NewClient().PubSubShardNumSub(ctx, a.k.chGroup(g)).Result(); n[a.k.chGroup(g)] > 0 {
+			onVictim++
+		}
+	}
+	cl.Masters[victim].Kill()
+	killed := time.Now()
+	const within = 30 * time.Second
+	waitFor(t, within, "the replica promoted", func() bool {
+		role, err := testredis.Role(ctx, cl.Replicas[victim])
+		return err == nil && role == "master"
+	})
+	promoted := time.Since(killed)
+	for _, g := range groups {
+		for _, pair := range [][2]*testNode{{a, bn}, {bn, a}} {
+			from, to := pair[0], pair[1]
+			for i := 0; ; i++ {
+				if time.Since(killed) > within {
+					t.Fatalf("group %s from %s to %s: no delivery within %v of the kill", g, from.NodeID(), to.NodeID(), within)
+				}
+				f := fmt.Sprintf("recover-%s-%s-%d", g, from.NodeID(), i)
+				pctx, cancel := context.WithTimeout(ctx, time.Second)
+				err := from.Publish(pctx, ScopeGroup, g, []byte(f), "")
+				cancel()
+				if err == nil && waitUntil(300*time.Millisecond, func() bool {
+					for _, d := range to.deliveries() {
+						if string(d.Frame) == f {
+							return true
+						}
+					}
+					return false
+				}) {
+					break
+				}
+				if err != nil {
+					time.Sleep(50 * time.Millisecond) // the slot has no master yet: pace the retries
+				}
+			}
+		}
+	}
+	for _, n := range []*testNode{a, bn} {
+		waitFor(t, within-time.Since(killed)+time.Second, n.NodeID()+" ready", func() bool {
+			return n.Ready(ctxT(t, time.Second)) == nil
+		})
+	}
+	t.Logf("%d of %d groups on the killed master; replica promoted %v after the kill; every group delivering and both nodes ready after %v",
+		onVictim, len(groups), promoted.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+	if n, _ := cl.Replicas[victim].NewClient().PubSubShardNumSub(ctx, ch).Result(); n[ch] != 2 {
+		t.Fatalf("g1's channel has %d sharded subscribers on the promoted replica, want both nodes", n[ch])
+	}
+	for _, g := range groups {
+		a.mustPublish(t, ScopeGroup, g, "after-"+g, "")
+		bn.mustPublish(t, ScopeGroup, g, "back-"+g, "")
+	}
+	for _, g := range groups {
+		bn.waitDelivery(t, 5*time.Second, "after "+g, frameIs("after-"+g))
+		a.waitDelivery(t, 5*time.Second, "back "+g, frameIs("back-"+g))
+	}
+}
+
 // waitUntil polls cond for up to d and reports whether it held.
 func waitUntil(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)

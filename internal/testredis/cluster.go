@@ -20,14 +20,18 @@ const CLIBinary = "redis-cli"
 // slots.
 const clusterTimeout = 30 * time.Second
 
-// Cluster is a Redis Cluster of three masters (no replicas) owned by one
-// test: three redis-server processes with --cluster-enabled yes, joined
-// with redis-cli --cluster create, stopped when the test ends.
+// Cluster is a Redis Cluster of three masters owned by one test: three
+// redis-server processes with --cluster-enabled yes (six with a replica
+// each, StartClusterWithReplicas), joined with redis-cli --cluster create,
+// stopped when the test ends.
 type Cluster struct {
 	t testing.TB
-	// Masters are the cluster's nodes, each a Server (Kill, Stop work on
-	// them one by one).
+	// Masters are the cluster's masters as created, each a Server (Kill,
+	// Stop work on them one by one).
 	Masters []*Server
+	// Replicas[i] replicates Masters[i] (StartClusterWithReplicas; empty
+	// otherwise). After a failover the roles are the other way round.
+	Replicas []*Server
 }
 
 // StartCluster starts a three-master cluster on free loopback ports (each
@@ -37,13 +41,32 @@ type Cluster struct {
 // install (scripts/test.sh installs both).
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
+	return startCluster(t, false)
+}
+
+// StartClusterWithReplicas is StartCluster with one replica per master
+// (six processes), and a node timeout of one second, so that a killed
+// master's replica takes over its slots a few seconds later (automatic
+// failover). It returns once every replica is attached to its master.
+func StartClusterWithReplicas(t testing.TB) *Cluster {
+	t.Helper()
+	return startCluster(t, true)
+}
+
+func startCluster(t testing.TB, replicas bool) *Cluster {
+	t.Helper()
 	for _, bin := range []string{Binary, CLIBinary} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Skipf("testredis: %s not found on PATH: the Redis Cluster tests need it (apt-get install -y redis-server redis-tools)", bin)
 		}
 	}
 	c := &Cluster{t: t}
-	for range 3 {
+	nodes, timeout := 3, "2000"
+	if replicas {
+		nodes, timeout = 6, "1000"
+	}
+	var servers []*Server
+	for range nodes {
 		bus, err := freePort()
 		if err != nil {
 			t.Fatalf("testredis: pick a cluster bus port: %v", err)
@@ -52,30 +75,118 @@ func StartCluster(t testing.TB) *Cluster {
 			return []string{
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", "nodes.conf",
-				"--cluster-node-timeout", "2000",
+				"--cluster-node-timeout", timeout,
 				"--cluster-port", strconv.Itoa(bus),
 				// Serve what a test asks for even while a slot is being
 				// moved or a master is down.
 				"--cluster-require-full-coverage", "no",
+				// A replica may always take over (its data is as fresh
+				// as a test's).
+				"--cluster-replica-validity-factor", "0",
 			}
 		})
-		c.Masters = append(c.Masters, s)
+		servers = append(servers, s)
 	}
 	args := []string{"--cluster", "create"}
-	for _, s := range c.Masters {
+	for _, s := range servers {
 		args = append(args, s.Addr())
 	}
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	n := "0"
+	if replicas {
+		n = "1"
+	}
+	args = append(args, "--cluster-replicas", n, "--cluster-yes")
 	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, CLIBinary, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("testredis: redis-cli --cluster create: %v\n%s", err, out)
 	}
+	if !replicas {
+		c.Masters = servers
+	} else if err := c.assignRoles(ctx, servers); err != nil {
+		t.Fatalf("testredis: cluster replicas: %v", err)
+	}
 	if err := c.waitAgreed(ctx); err != nil {
 		t.Fatalf("testredis: cluster did not settle: %v", err)
 	}
 	return c
+}
+
+// assignRoles sorts servers into Masters and Replicas (Replicas[i] of
+// Masters[i]) from what each reports, waiting until every replica is
+// attached to a master: redis-cli chooses the roles itself.
+func (c *Cluster) assignRoles(ctx context.Context, servers []*Server) error {
+	byID := map[string]*Server{}
+	for _, s := range servers {
+		cl := redis.NewClient(&redis.Options{Addr: s.Addr()})
+		id, err := cl.ClusterMyID(ctx).Result()
+		cl.Close()
+		if err != nil {
+			return fmt.Errorf("CLUSTER MYID on %s: %w", s.Addr(), err)
+		}
+		byID[id] = s
+	}
+	for {
+		c.Masters, c.Replicas = nil, nil
+		replicaOf := map[*Server]*Server{}
+		for _, s := range servers {
+			cl := redis.NewClient(&redis.Options{Addr: s.Addr()})
+			role, err := cl.Do(ctx, "ROLE").Slice()
+			var nodes string
+			if err == nil {
+				nodes, err = cl.ClusterNodes(ctx).Result()
+			}
+			cl.Close()
+			if err != nil {
+				return fmt.Errorf("roles of %s: %w", s.Addr(), err)
+			}
+			if len(role) > 0 && role[0] == "master" {
+				c.Masters = append(c.Masters, s)
+				continue
+			}
+			// The "myself" line of CLUSTER NODES names the master.
+			for _, line := range strings.Split(nodes, "\n") {
+				f := strings.Fields(line)
+				if len(f) > 3 && strings.Contains(f[2], "myself") && byID[f[3]] != nil {
+					replicaOf[s] = byID[f[3]]
+				}
+			}
+		}
+		if len(c.Masters) == 3 && len(replicaOf) == 3 {
+			for _, m := range c.Masters {
+				for r, of := range replicaOf {
+					if of == m {
+						c.Replicas = append(c.Replicas, r)
+					}
+				}
+			}
+			if len(c.Replicas) == 3 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %d masters, %d replicas attached", ctx.Err(), len(c.Masters), len(replicaOf))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Role reports what s is now: "master", "slave" (a replica), or an error
+// (s is down).
+func Role(ctx context.Context, s *Server) (string, error) {
+	cl := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer cl.Close()
+	role, err := cl.Do(ctx, "ROLE").Slice()
+	if err != nil {
+		return "", err
+	}
+	if len(role) == 0 {
+		return "", fmt.Errorf("ROLE on %s: empty answer", s.Addr())
+	}
+	r, _ := role[0].(string)
+	return r, nil
 }
 
 // waitAgreed polls every node until each says cluster_state:ok and all

@@ -74,14 +74,13 @@ func (b *Backplane) RegisterConnection(ctx context.Context, c ConnInfo) error {
 			errs = append(errs, err)
 		}
 	}
-	err := b.multi(ctx, func(p redis.Pipeliner) error {
+	err := b.rw.write(ctx, func(p redis.Pipeliner) {
 		p.HSet(ctx, b.k.conn(c.ID), "node", b.cfg.NodeID, "hub", c.Hub, "user", c.User,
 			"at", ms(c.ConnectedAt), "remote", c.Remote)
 		p.SAdd(ctx, b.k.nodeConns(b.cfg.NodeID), c.ID)
 		if c.User != "" {
 			p.SAdd(ctx, b.k.userConns(c.User), c.ID)
 		}
-		return nil
 	})
 	if err != nil {
 		b.dirty.Store(true)
@@ -188,10 +187,9 @@ func (b *Backplane) JoinGroup(ctx context.Context, connID, group string) error {
 	if err := b.subs.add(ctx, b.k.chGroup(group), connID); err != nil {
 		errs = append(errs, err)
 	}
-	err := b.multi(ctx, func(p redis.Pipeliner) error {
+	err := b.rw.write(ctx, func(p redis.Pipeliner) {
 		p.SAdd(ctx, b.k.group(group), connID)
 		p.SAdd(ctx, b.k.connGroups(connID), group)
-		return nil
 	})
 	if err != nil {
 		b.dirty.Store(true)
@@ -222,10 +220,9 @@ func (b *Backplane) LeaveGroup(ctx context.Context, connID, group string) error 
 	b.mu.Unlock()
 
 	b.subs.remove(ctx, b.k.chGroup(group), connID)
-	err := b.multi(ctx, func(p redis.Pipeliner) error {
+	err := b.rw.write(ctx, func(p redis.Pipeliner) {
 		p.SRem(ctx, b.k.group(group), connID)
 		p.SRem(ctx, b.k.connGroups(connID), group)
-		return nil
 	})
 	if err != nil {
 		b.dirty.Store(true)

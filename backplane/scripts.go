@@ -341,13 +341,16 @@ func (b *Backplane) finishNode(ctx context.Context, node string, cutoff int64) (
 // failure (dirty) so the heartbeat re-writes the whole entry, and readers
 // take a set member without its hash as an unknown connection.
 func (b *Backplane) multi(ctx context.Context, fn func(redis.Pipeliner) error) error {
-	var err error
-	if b.sharded {
-		_, err = b.rdb.Pipelined(ctx, fn)
-	} else {
-		_, err = b.rdb.TxPipelined(ctx, fn)
-	}
+	_, err := b.multiCmds(ctx, fn)
 	return err
+}
+
+// multiCmds is multi returning the commands fn queued, with their results.
+func (b *Backplane) multiCmds(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	if b.sharded {
+		return b.rdb.Pipelined(ctx, fn)
+	}
+	return b.rdb.TxPipelined(ctx, fn)
 }
 
 // runScripts runs s once per argument list in one pipeline (EVALSHA),

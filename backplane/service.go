@@ -25,6 +25,9 @@ import (
 //
 //   - publisher (publisher.go): drains the publish queue into pipelined
 //     PUBLISH batches, one at a time, on one ordered path;
+//   - registry writer (registrywriter.go): writes the registry updates of
+//     connections and group memberships, those queued together in one
+//     round trip (group commit);
 //   - receiver and its health check (receiver.go): read the pub/sub
 //     connection, confirm subscriptions, hand deliveries to the Handler,
 //     detect a broken or silent subscription and restore it;
@@ -33,7 +36,8 @@ import (
 //   - reaper (reaper.go): removes dead nodes' connections.
 //
 // Shutdown order: refuse new operations; stop the reaper and the heartbeat
-// (nothing may re-register the node behind the cleanup); drain the
+// (nothing may re-register the node behind the cleanup); write the queued
+// registry updates and stop the registry writer; drain the
 // publisher (queued publications still go out, bounded by Shutdown's ctx);
 // remove this node's connections and node keys from Redis; close the pub/sub
 // connection and stop the receiver and its health check. Every goroutine has
@@ -49,6 +53,7 @@ type Backplane struct {
 	started  time.Time
 
 	pub  *publisher
+	rw   *registryWriter
 	rx   *receiver
 	hb   *heartbeat
 	rp   *reaper
@@ -119,6 +124,7 @@ func New(rdb redis.UniversalClient, cfg Config, h Handler, logger *slog.Logger) 
 		closing:    make(chan struct{}),
 	}
 	b.pub = newPublisher(b)
+	b.rw = newRegistryWriter(b)
 	b.rx = newReceiver(b)
 	b.subs = newSubscriptions(b.rx)
 	b.hb = newHeartbeat(b)
@@ -146,6 +152,7 @@ func (b *Backplane) Start(ctx context.Context) error {
 	}
 	b.started = b.cfg.Now()
 	b.pub.start()
+	b.rw.start()
 	b.rx.start()
 	if err := b.start(ctx); err != nil {
 		b.state.Store(stateRunning) // so that halt stops what runs
@@ -215,6 +222,7 @@ func (b *Backplane) halt(ctx context.Context, cleanup bool) error {
 		var errs []error
 		b.rp.stop()
 		b.hb.stop()
+		b.rw.stop()
 		if err := b.pub.stop(ctx); err != nil {
 			errs = append(errs, err)
 		}

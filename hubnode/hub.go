@@ -37,6 +37,7 @@ type method struct {
 	name       string
 	fn         reflect.Value
 	args       []reflect.Type
+	optional   int // the last optional of args may be left out (OptionalArgs)
 	stream     bool
 	hasResult  bool
 	concurrent bool // runs beside the connection's other invocations (ConcurrentMethod)
@@ -55,10 +56,33 @@ var (
 //
 // Arguments are decoded from JSON into the parameter types; a count or type
 // mismatch is answered with an error Completion without calling fn. A
-// malformed fn panics at registration (a programming error, found at start).
-func (h *Hub) Method(name string, fn any) {
-	m := h.build(name, fn, false)
+// malformed fn or option panics at registration (a programming error,
+// found at start).
+func (h *Hub) Method(name string, fn any, opts ...MethodOption) {
+	m := h.build(name, fn, false, opts)
 	h.methods[strings.ToLower(name)] = m
+}
+
+// MethodOption adjusts how a method registered by Method,
+// ConcurrentMethod or StreamMethod binds its invocations.
+type MethodOption func(*method)
+
+// OptionalArgs makes the last n parameters of a method optional: an
+// invocation may leave out up to n arguments from the end, and every
+// parameter left out takes its type's zero value (nil for a pointer, so a
+// method can tell an absent argument from a sent one). This lets a method
+// accept both a contract's shorter form and a longer one that adds
+// parameters at the end (ApproveTool with or without its reason). An
+// invocation with too few or too many arguments is refused, as for any
+// method, with an error giving the range expected. n must not exceed the
+// method's argument count.
+func OptionalArgs(n int) MethodOption {
+	return func(m *method) {
+		if n < 0 || n > len(m.args) {
+			panic(fmt.Sprintf("hubnode: method %s: OptionalArgs(%d) with %d argument(s)", m.name, n, len(m.args)))
+		}
+		m.optional = n
+	}
 }
 
 // ConcurrentMethod registers a hub method like Method, but one that runs
@@ -71,8 +95,8 @@ func (h *Hub) Method(name string, fn any) {
 // methods run per connection; beyond that a call is refused with a
 // RATE_LIMITED error. The Call's context is cancelled when the connection
 // closes.
-func (h *Hub) ConcurrentMethod(name string, fn any) {
-	m := h.build(name, fn, false)
+func (h *Hub) ConcurrentMethod(name string, fn any, opts ...MethodOption) {
+	m := h.build(name, fn, false, opts)
 	m.concurrent = true
 	h.methods[strings.ToLower(name)] = m
 }
@@ -91,12 +115,12 @@ func (h *Hub) concurrent(target string) bool {
 // return ends the stream with a Completion (carrying the error, if any). The
 // Call's context is cancelled when the client sends CancelInvocation or
 // disconnects.
-func (h *Hub) StreamMethod(name string, fn any) {
-	m := h.build(name, fn, true)
+func (h *Hub) StreamMethod(name string, fn any, opts ...MethodOption) {
+	m := h.build(name, fn, true, opts)
 	h.methods[strings.ToLower(name)] = m
 }
 
-func (h *Hub) build(name string, fn any, stream bool) *method {
+func (h *Hub) build(name string, fn any, stream bool, opts []MethodOption) *method {
 	v := reflect.ValueOf(fn)
 	t := v.Type()
 	if t.Kind() != reflect.Func || t.NumIn() < 1 || t.In(0) != callType {
@@ -120,7 +144,26 @@ func (h *Hub) build(name string, fn any, stream bool) *method {
 	default:
 		panic(fmt.Sprintf("hubnode: method %s: must return error or (R, error)", name))
 	}
+	for _, o := range opts {
+		o(m)
+	}
 	return m
+}
+
+// arityError is the binding error for an invocation with n arguments that
+// m does not accept, or "" when it does: ASP.NET Core's text for a method
+// with a fixed count, the range for one with optional arguments.
+func (m *method) arityError(n int) string {
+	most := len(m.args)
+	least := most - m.optional
+	if n >= least && n <= most {
+		return ""
+	}
+	expects := fmt.Sprint(most)
+	if least != most {
+		expects = fmt.Sprintf("%d to %d", least, most)
+	}
+	return fmt.Sprintf("InvalidDataException: Invocation provides %d argument(s) but target expects %s.", n, expects)
 }
 
 // OnConnected registers fn to run when a connection to this hub is
@@ -245,11 +288,15 @@ func (h *Hub) lookup(c *Conn, m protocol.Message) (*method, []reflect.Value, str
 	if len(m.StreamIDs) > 0 {
 		return nil, nil, bindFailure(m.Target, "HubException: Client-to-server streaming is not supported.")
 	}
-	if len(m.Arguments) != len(meth.args) {
-		return nil, nil, bindFailure(m.Target, fmt.Sprintf("InvalidDataException: Invocation provides %d argument(s) but target expects %d.", len(m.Arguments), len(meth.args)))
+	if e := meth.arityError(len(m.Arguments)); e != "" {
+		return nil, nil, bindFailure(m.Target, e)
 	}
 	vals := make([]reflect.Value, len(meth.args))
 	for i, t := range meth.args {
+		if i >= len(m.Arguments) {
+			vals[i] = reflect.Zero(t) // an optional argument left out
+			continue
+		}
 		if jsonDepth(m.Arguments[i]) > h.node.cfg.MaxArgumentDepth {
 			return nil, nil, bindFailure(m.Target, fmt.Sprintf("InvalidDataException: argument %d is nested too deeply.", i+1))
 		}

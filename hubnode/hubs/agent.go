@@ -138,7 +138,9 @@ func (h *Hubs) registerToolMethods(hub *hubnode.Hub, execute bool) {
 		// connection may give.
 		hub.ConcurrentMethod("ExecuteTool", h.executeTool)
 	}
-	hub.Method("ApproveTool", h.approveTool)
+	// The contract's form is ApproveTool(approvalId, approved); DESIGN
+	// decision 10 adds a reason, which clients may leave out.
+	hub.Method("ApproveTool", h.approveTool, hubnode.OptionalArgs(1))
 }
 
 // subscribeToAgent joins the caller to agent-{agentId} (per connection:
@@ -354,7 +356,9 @@ const resolutionTimeout = 5 * time.Second
 // take it. The requester, a member of the approval's session and admins
 // may decide; anyone else gets FORBIDDEN (audit-logged). Only the first
 // decision counts: a later one, or one after the timeout, gets CONFLICT.
-// Every decision is audit-logged (here and by the approvals store).
+// Every decision is audit-logged (here and by the approvals store). The
+// reason is optional: nil when the client sent null or only the contract's
+// two arguments.
 func (h *Hubs) approveTool(call *hubnode.Call, approvalID string, approved bool, reason *string) error {
 	if err := validID("approvalId", approvalID); err != nil {
 		return err

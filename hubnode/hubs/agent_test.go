@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/orchestratorchat/hubfarm/hubnode"
@@ -53,12 +54,17 @@ func TestAgentMethodsRegistered(t *testing.T) {
 	for s, ok := range map[string]bool{
 		`["0b6e91a0-0000-4000-8000-000000000000", true, null]`:     true,
 		`["0b6e91a0-0000-4000-8000-000000000000", false, "why"]`:   true,
-		`["0b6e91a0-0000-4000-8000-000000000000", true]`:           false,
+		`["0b6e91a0-0000-4000-8000-000000000000", true]`:           true, // the contract's form
+		`["0b6e91a0-0000-4000-8000-000000000000"]`:                 false,
+		`["0b6e91a0-0000-4000-8000-000000000000", true, "r", 1]`:   false,
 		`[{"agentId":"a","sessionId":"s","toolName":"read_file"}]`: false, // wrong method's argument
 	} {
 		if got := h.Agent.BindArguments("ApproveTool", args(s)) == ""; got != ok {
 			t.Errorf("ApproveTool%s binds = %v, want %v", s, got, ok)
 		}
+	}
+	if msg := h.Orchestrator.BindArguments("ApproveTool", args(`["0b6e91a0-0000-4000-8000-000000000000"]`)); !strings.Contains(msg, "Invocation provides 1 argument(s) but target expects 2 to 3.") {
+		t.Errorf("ApproveTool with one argument: %q", msg)
 	}
 	if msg := h.Agent.BindArguments("ExecuteTool", args(`[{"agentId":"a","sessionId":"s","toolName":"read_file","parameters":{"file_path":"x"}}]`)); msg != "" {
 		t.Errorf("ExecuteTool binding: %s", msg)

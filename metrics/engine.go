@@ -114,6 +114,19 @@ type JobBacklog struct {
 	Queued, Pending, Delayed, DeadLetters int64
 }
 
+// RegisterAgentCatalogDrift registers hubfarm_agent_catalog_drift, read
+// with drift at scrape time: how many other live nodes load an agent
+// catalogue different from this node's.
+func RegisterAgentCatalogDrift(reg prometheus.Registerer, drift func() int) {
+	d := newDesc("agent_catalog_drift", "Other live nodes whose agent catalogue differs from this node's (0 when every node loads the same agents).")
+	reg.MustRegister(&funcCollector{
+		descs: []*prometheus.Desc{d},
+		collect: func(ch chan<- prometheus.Metric) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(drift()))
+		},
+	})
+}
+
 // RegisterJobBacklog registers gauges of the job stream's backlog, read
 // with read at scrape time. The figures are farm-wide: every node reports
 // the same ones, so aggregate them with max, not sum. A failed read leaves

@@ -47,6 +47,7 @@ func register(reg *prometheus.Registry, src *fakeSources, now time.Time) {
 	e := NewEngine(reg, EngineLabels{JobKinds: []string{"step"}, PlanOutcomes: []string{"completed"}})
 	e.AgentCall("scripted", "ok", time.Second)
 	RegisterJobBacklog(reg, func(context.Context) (JobBacklog, error) { return src.backlog, nil })
+	RegisterAgentCatalogDrift(reg, func() int { return 0 })
 	NewApprovals(reg, []string{"approved"})
 	RegisterHealth(reg, Health{
 		Ready:    func(context.Context) error { return src.readyErr },
@@ -77,6 +78,7 @@ func TestMetricNames(t *testing.T) {
 	register(reg, &fakeSources{}, time.Now())
 	want := []string{
 		"hubfarm_agent_call_duration_seconds",
+		"hubfarm_agent_catalog_drift",
 		"hubfarm_approvals_total",
 		"hubfarm_backplane_dropped_total",
 		"hubfarm_backplane_duplicates_total",

@@ -91,6 +91,10 @@ type Config struct {
 	// Redis round trip while they keep coming. It delays the agent's
 	// Ready (or Error) by as much. See agentstatus.go.
 	AgentIdleAfter time.Duration
+	// CatalogInterval is how often the node lists its agent catalogue in
+	// Redis and compares it with the other nodes' (see catalogsync.go).
+	// Default 30s.
+	CatalogInterval time.Duration
 	// ConversationMessages is how many recent messages of a session an
 	// agent message job carries (20, the new message included), and
 	// ConversationBytes bounds their total size (256 KiB; older messages
@@ -159,6 +163,7 @@ func (c *Config) fill() {
 	def(&c.OpTimeout, 5*time.Second)
 	def(&c.AgentTimeout, 5*time.Minute)
 	def(&c.AgentIdleAfter, 200*time.Millisecond)
+	def(&c.CatalogInterval, 30*time.Second)
 	if c.ConversationMessages <= 0 {
 		c.ConversationMessages = 20
 	}

@@ -27,6 +27,7 @@
 //	P:conv:<session>     list (capped, TTL): the session's recent agent conversation, oldest first
 //	P:agent:<id>:running sorted set: the nodes serving the agent (steps or answers), scored by when their calls must be over (Busy status)
 //	P:agent:<id>:last    string (TTL): outcome of the agent's last call that had one, "ready" or "error"
+//	P:agent-catalogs     hash: node id → that node's agent catalogue listing (ids, digest, when), refreshed every CatalogInterval
 //
 // With N > 1 partitions, partition i has the hash tag T = "{p<i>}" (or
 // "{p<i>.<k>}", chosen so the N tags fall in N equal slices of the Cluster

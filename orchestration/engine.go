@@ -56,6 +56,7 @@ type Engine struct {
 	msc      messageScripts
 	stats    counters
 	load     agentLoad // this node's calls in flight per agent (status)
+	catalog  catalogWatch
 
 	mu         sync.Mutex
 	started    bool
@@ -141,6 +142,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.takeCtx, e.stopTaking = context.WithCancel(e.base)
 	e.runCtx, e.stopRun = context.WithCancel(e.base)
 	e.startIdleSweeper() // even without workers: StreamAgentMessage calls agents here
+	e.wg.Go(func() { e.catalogLoop(e.takeCtx.Done()) })
 	if e.cfg.Workers == 0 {
 		return nil
 	}

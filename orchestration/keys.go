@@ -106,6 +106,10 @@ func (k keys) agentTag(agentID string) string {
 	return "{a:" + agentID + "}"
 }
 
+// agentCatalogs is the hash of every node's agent catalogue listing
+// (catalogsync.go).
+func (k keys) agentCatalogs() string { return k.prefix + ":agent-catalogs" }
+
 // agentRunning is the set of answers an agent is giving, farm-wide.
 func (k keys) agentRunning(agentID string) string {
 	return k.prefix + ":agent:" + k.agentTag(agentID) + ":running"

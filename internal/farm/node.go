@@ -342,6 +342,7 @@ func (n *Node) registerCollectors() {
 		b, err := n.Engine.Backlog(ctx)
 		return metrics.JobBacklog{Queued: b.Queued, Pending: b.Pending, Delayed: b.Delayed, DeadLetters: b.DeadLetters}, err
 	})
+	metrics.RegisterAgentCatalogDrift(n.Registry, n.Engine.CatalogDrift)
 	metrics.RegisterHealth(n.Registry, metrics.Health{Ready: n.Ready, Draining: n.Hub.Draining})
 }
 

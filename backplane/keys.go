@@ -14,6 +14,7 @@ import (
 //	P:node:{node}:conns    set         connections held by the node
 //	P:conn:{conn}          hash        node, hub, user, at (unix ms), remote
 //	P:conn:{conn}:groups   set         the connection's groups
+//	P:conn-claim:{conn}    string+TTL  node that accepted the negotiated connection id (ClaimConnection)
 //	P:user:{user}:conns    set         the user's connections, farm-wide
 //	P:group:{group}        set         the group's member connections, farm-wide
 //	P:reap:{node}          string+TTL  lock of the survivor cleaning up a dead node
@@ -64,6 +65,8 @@ func (k keys) connGroups(id string) string {
 func (k keys) userConns(u string) string { return k.p + ":user:" + u + ":conns" }
 func (k keys) group(g string) string     { return k.p + ":group:" + g }
 func (k keys) reapLock(id string) string { return k.p + ":reap:" + id }
+
+func (k keys) connClaim(id string) string { return k.p + ":conn-claim:" + id }
 
 func (k keys) chNode(id string) string { return k.ch("node:"+id, "n:"+id) }
 func (k keys) chAll() string           { return k.ch("all", "all") }

@@ -147,6 +147,40 @@ func (b *Backplane) UnregisterConnection(ctx context.Context, c ConnInfo, groups
 	return nil
 }
 
+// ClaimConnection claims the connection id connID for this node, farm-wide,
+// for ttl, and reports whether it got it: true when no node held a claim on
+// it (the claim is now this node's), false when one did (this node's
+// included). A node claims the id of a negotiated connection before
+// accepting its WebSocket, so that a connection token presented twice, on
+// any nodes, opens one connection (SignalR answers a second one with 409).
+//
+// A claim is never released: it expires by itself after ttl, so a node that
+// dies leaves nothing behind, and an id used once cannot be used again while
+// its token is valid (choose ttl past the token's expiry, with a margin for
+// the nodes' clocks). The claim goes out with the node's concurrent registry
+// updates (one round trip for all of them).
+func (b *Backplane) ClaimConnection(ctx context.Context, connID string, ttl time.Duration) (bool, error) {
+	if err := b.usable(); err != nil {
+		return false, fmt.Errorf("backplane: claim connection: %w", err)
+	}
+	if err := checkConnID(connID); err != nil {
+		return false, fmt.Errorf("backplane: claim connection: %w", err)
+	}
+	if ttl <= 0 {
+		return false, fmt.Errorf("backplane: claim connection %s: ttl %v must be positive", connID, ttl)
+	}
+	var set *redis.BoolCmd
+	if err := b.rw.write(ctx, func(p redis.Pipeliner) {
+		set = p.SetNX(ctx, b.k.connClaim(connID), b.cfg.NodeID, ttl)
+	}); err != nil {
+		return false, fmt.Errorf("backplane: claim connection %s: %w", connID, err)
+	}
+	if set == nil { // not written (cannot happen without an error; never read as a claim)
+		return false, fmt.Errorf("backplane: claim connection %s: not written", connID)
+	}
+	return set.Val(), nil
+}
+
 // JoinGroup adds a local connection to group: it takes a reference on the
 // group channel (the first one subscribes it) and returns only after Redis
 // confirmed that subscription, so any publication to the group made after

@@ -37,7 +37,7 @@ type method struct {
 	name       string
 	fn         reflect.Value
 	args       []reflect.Type
-	optional   int // the last optional of args may be left out (OptionalArgs)
+	optional   int // how many of the last args an invocation may leave out (OptionalArgs)
 	stream     bool
 	hasResult  bool
 	concurrent bool // runs beside the connection's other invocations (ConcurrentMethod)

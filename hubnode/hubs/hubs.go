@@ -189,7 +189,8 @@ func (h *Hubs) registerSessionMethods(hub *hubnode.Hub) {
 	hub.Method("CreateSession", h.createSession)
 	hub.Method("JoinSession", h.joinSession)
 	hub.Method("LeaveSession", h.leaveSession)
-	hub.Method("GetSessionHistory", h.getSessionHistory)
+	// afterEventId and limit may be left out (from the start, the most).
+	hub.Method("GetSessionHistory", h.getSessionHistory, hubnode.OptionalArgs(2))
 	hub.Method("SendSessionMessage", h.sendSessionMessage)
 	hub.Method("InviteToSession", h.inviteToSession)
 	hub.Method("RemoveFromSession", h.removeFromSession)

@@ -241,6 +241,12 @@ func TestSessionMessagesAcrossNodes(t *testing.T) {
 		if len(rest) != n-50 {
 			t.Fatalf("history after event 50: %d events, want %d", len(rest), n-50)
 		}
+		// afterEventId and limit may be left out: the whole history.
+		var whole []contract.HistoryEvent
+		invoke(t, bob, &whole, "GetSessionHistory", sid)
+		if len(whole) != len(events) {
+			t.Fatalf("history with the session id only: %d events, want %d", len(whole), len(events))
+		}
 	}, testredis.WithCluster())
 }
 

@@ -59,8 +59,11 @@ type Config struct {
 	Prefix string
 	// HistoryMaxLen caps a session's event stream (approximately). Default 10000.
 	HistoryMaxLen int64
-	// TTL is how long an idle session is kept; every event renews it.
-	// Default 7 days.
+	// TTL is how long an idle session (record, members and history) is
+	// kept: every event renews it (at most once a renewal interval per
+	// store, see needsRenewal), and so does every join or invitation. It
+	// is also how long a user's list of sessions to rejoin is kept after
+	// the user last connected, created or joined a session. Default 7 days.
 	TTL time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -88,9 +91,13 @@ type Store struct {
 	router Router
 	cfg    Config
 
-	// renewed is when this store last renewed each session history's TTL,
-	// so a busy session costs one PEXPIRE a renewal interval instead of
-	// one per event. Bounded: cleared when it reaches maxRenewed (the next
+	// addMember adds a member to an existing session, renewing its keys;
+	// see newAddMember.
+	addMember *redis.Script
+
+	// renewed is when this store last renewed each session's TTL, so a
+	// busy session costs one renewal a renewal interval instead of one per
+	// event. Bounded: cleared when it reaches maxRenewed (the next
 	// event of each session then simply renews again).
 	renewMu sync.Mutex
 	renewed map[string]time.Time
@@ -101,12 +108,33 @@ const maxRenewed = 65536
 
 // NewStore creates a store.
 func NewStore(rdb redis.UniversalClient, router Router, cfg Config) *Store {
-	return &Store{rdb: rdb, router: router, cfg: cfg.withDefaults(), renewed: map[string]time.Time{}}
+	return &Store{rdb: rdb, router: router, cfg: cfg.withDefaults(), addMember: newAddMember(), renewed: map[string]time.Time{}}
 }
 
-// needsRenewal reports whether the history of sessionID is due a TTL
-// renewal from this store (a tenth of the TTL, at most a minute, after the
-// last one) and records it as renewed now.
+// newAddMember is the script behind Join and Invite. KEYS: the session's
+// record, members and history (one hash tag, so one Cluster slot); ARGV:
+// the user, the TTL in milliseconds. Only when the record exists does it
+// add the member and renew the three keys' TTL (a join is activity); it
+// returns the record's data, or nil for a missing session, which is thus
+// left without a key: adding first and checking after would leave a
+// members set without a TTL behind for every unknown id.
+func newAddMember() *redis.Script {
+	return redis.NewScript(`
+local data = redis.call('HGET', KEYS[1], 'data')
+if not data then
+  return false
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+for i = 1, #KEYS do
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
+return data
+`)
+}
+
+// needsRenewal reports whether sessionID's keys are due a TTL renewal from
+// this store (a tenth of the TTL, at most a minute, after the last one) and
+// records it as renewed now.
 func (s *Store) needsRenewal(sessionID string) bool {
 	now := s.cfg.Now()
 	every := min(s.cfg.TTL/10, time.Minute)
@@ -133,10 +161,11 @@ func (s *Store) forgetRenewal(sessionID string) {
 // GroupName is the hub group of a session (shared by both hubs).
 func GroupName(sessionID string) string { return "session-" + sessionID }
 
-// A session's keys share its hash tag ({id}): the MULTI of Create and every
-// history write stay within one Redis Cluster slot. A user's session set has
-// its own slot, so it is written by separate commands (plain pipelines),
-// never inside a transaction or script with the session's keys.
+// A session's keys share its hash tag ({id}): the MULTI of Create, the
+// script of Join and Invite and every history write stay within one Redis
+// Cluster slot. A user's session set has its own slot, so it is written by
+// separate commands (plain pipelines), never inside a transaction or script
+// with the session's keys.
 func (s *Store) keySession(id string) string     { return s.cfg.Prefix + ":session:{" + id + "}" }
 func (s *Store) keyMembers(id string) string     { return s.cfg.Prefix + ":session:{" + id + "}:members" }
 func (s *Store) keyEvents(id string) string      { return s.cfg.Prefix + ":session:{" + id + "}:events" }
@@ -217,27 +246,70 @@ func (s *Store) Owner(ctx context.Context, id string) (string, error) {
 	return o, nil
 }
 
-// Join makes user a member of the session and puts all of the user's
-// connections (any node, either hub) in the session group. It returns
-// ErrNotFound, after joining, when no session record exists: like the
-// original hub, joining an unknown id still joins its group.
+// Join makes user a member of the session, records it in the user's
+// sessions (rejoined on reconnect), renews the session's TTL and puts all
+// of the user's connections (any node, either hub) in the session group. It
+// returns ErrNotFound when no session record exists, leaving no key behind;
+// like the original hub, the user's current connections still join the
+// group of the unknown id (a membership of those connections only: it ends
+// with them, and reconnects do not rejoin it).
 func (s *Store) Join(ctx context.Context, user, id string) (contract.Session, error) {
-	// One round trip records the membership and reads the session.
-	var data *redis.StringCmd
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, s.keyMembers(id), user)
-		p.SAdd(ctx, s.keyUserSessions(user), id)
-		p.PExpire(ctx, s.keyUserSessions(user), s.cfg.TTL)
-		data = p.HGet(ctx, s.keySession(id), "data")
+	keys := s.sessionKeys(id)
+	ttl := s.cfg.TTL.Milliseconds()
+	userKey := s.keyUserSessions(user)
+	// One round trip when the session exists, the common case: the
+	// script and the user's set (another Cluster slot, so outside the
+	// script) in one pipeline; an unknown id costs a second one to take
+	// the id out of the user's set again.
+	var add *redis.Cmd
+	var sadd *redis.IntCmd
+	var expire *redis.BoolCmd
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		add = s.addMember.EvalSha(ctx, p, keys, user, ttl)
+		sadd = p.SAdd(ctx, userKey, id)
+		expire = p.PExpire(ctx, userKey, s.cfg.TTL)
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if isNoScript(add.Err()) {
+		add = s.addMember.Run(ctx, s.rdb, keys, user, ttl)
+	}
+	data, err := add.Text()
+	if errors.Is(err, redis.Nil) {
+		// Should this fail, the id stays in the user's list only until
+		// UserSessions next finds it gone.
+		if err := s.rdb.SRem(ctx, userKey, id).Err(); err != nil {
+			return contract.Session{}, fmt.Errorf("session: join: undo: %w", err)
+		}
+		if err := s.router.AddUserToGroup(ctx, user, GroupName(id)); err != nil {
+			return contract.Session{}, fmt.Errorf("session: join group: %w", err)
+		}
+		return contract.Session{}, ErrNotFound
+	}
+	if err != nil {
 		return contract.Session{}, fmt.Errorf("session: join: %w", err)
+	}
+	if err := errors.Join(sadd.Err(), expire.Err()); err != nil {
+		return contract.Session{}, fmt.Errorf("session: join: record membership: %w", err)
+	}
+	sess, err := decodeData([]byte(data))
+	if err != nil {
+		return contract.Session{}, err
 	}
 	if err := s.router.AddUserToGroup(ctx, user, GroupName(id)); err != nil {
 		return contract.Session{}, fmt.Errorf("session: join group: %w", err)
 	}
-	return decodeSession(data)
+	return sess, nil
+}
+
+// sessionKeys are the keys of newAddMember.
+func (s *Store) sessionKeys(id string) []string {
+	return []string{s.keySession(id), s.keyMembers(id), s.keyEvents(id)}
+}
+
+// isNoScript reports whether err says Redis does not have the script
+// cached (first use on a server, or after SCRIPT FLUSH or a failover).
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }
 
 // decodeSession turns the reply of HGET key data into a Session.
@@ -249,6 +321,11 @@ func decodeSession(cmd *redis.StringCmd) (contract.Session, error) {
 	if err != nil {
 		return contract.Session{}, fmt.Errorf("session: get: %w", err)
 	}
+	return decodeData(raw)
+}
+
+// decodeData decodes a session record's data field.
+func decodeData(raw []byte) (contract.Session, error) {
 	var sess contract.Session
 	if err := json.Unmarshal(raw, &sess); err != nil {
 		return contract.Session{}, fmt.Errorf("session: get: decode: %w", err)
@@ -270,9 +347,15 @@ func (s *Store) Leave(ctx context.Context, user, id string) error {
 	return nil
 }
 
-// Invite makes user a member (allowed to join) without joining them.
+// Invite makes user a member (allowed to join) without joining them, and
+// renews the session's TTL. It returns ErrNotFound, changing nothing, when
+// no session record exists.
 func (s *Store) Invite(ctx context.Context, id, user string) error {
-	if err := s.rdb.SAdd(ctx, s.keyMembers(id), user).Err(); err != nil {
+	err := s.addMember.Run(ctx, s.rdb, s.sessionKeys(id), user, s.cfg.TTL.Milliseconds()).Err()
+	if errors.Is(err, redis.Nil) {
+		return ErrNotFound
+	}
+	if err != nil {
 		return fmt.Errorf("session: invite: %w", err)
 	}
 	return nil
@@ -305,13 +388,53 @@ func (s *Store) IsMember(ctx context.Context, id, user string) (bool, error) {
 }
 
 // UserSessions lists the sessions user belongs to (used to rejoin a new
-// connection to its sessions).
+// connection to its sessions). Reading the list is a use of it: its TTL is
+// renewed, so it lasts as long as its user keeps coming back. Ids whose
+// session is gone (expired) are left out and dropped from the list, so it
+// holds no dangling ids for longer than until its user's next connection.
 func (s *Store) UserSessions(ctx context.Context, user string) ([]string, error) {
-	ids, err := s.rdb.SMembers(ctx, s.keyUserSessions(user)).Result()
+	key := s.keyUserSessions(user)
+	var members *redis.StringSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		members = p.SMembers(ctx, key)
+		p.PExpire(ctx, key, s.cfg.TTL)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("session: user sessions: %w", err)
 	}
-	return ids, nil
+	ids := members.Val()
+	if len(ids) == 0 {
+		return ids, nil
+	}
+	// The records live in other Cluster slots than the list: one pipeline
+	// (one round trip per Redis node) checks them all.
+	exists := make([]*redis.IntCmd, len(ids))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			exists[i] = p.Exists(ctx, s.keySession(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session: user sessions: check: %w", err)
+	}
+	live := make([]string, 0, len(ids))
+	var gone []any
+	for i, id := range ids {
+		if exists[i].Val() == 1 {
+			live = append(live, id)
+		} else {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) > 0 {
+		// A failure here only delays the clean-up to the next call: the
+		// answer is right either way, and failing it would make the
+		// caller refuse a connection over housekeeping.
+		_ = s.rdb.SRem(ctx, key, gone...).Err()
+	}
+	return live, nil
 }
 
 // Emit records an event in the session's history and sends it, with its
@@ -367,8 +490,10 @@ func (s *Store) emit(ctx context.Context, sessionID, callerConn, target string, 
 	return id, nil
 }
 
-// record appends an event to the history and, when due, renews the
-// history's TTL in the same round trip.
+// record appends an event to the history and, when due, renews the TTL of
+// the history, the session record and its members in the same round trip
+// (one slot: the keys share the session's hash tag). An event not due a
+// renewal costs its XADD alone.
 func (s *Store) record(ctx context.Context, sessionID, target string, body []byte) (string, error) {
 	ts := s.cfg.Now().UnixMilli()
 	add := &redis.XAddArgs{
@@ -387,7 +512,9 @@ func (s *Store) record(ctx context.Context, sessionID, target string, body []byt
 	var cmd *redis.StringCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		cmd = p.XAdd(ctx, add)
-		p.PExpire(ctx, s.keyEvents(sessionID), s.cfg.TTL)
+		for _, k := range s.sessionKeys(sessionID) {
+			p.PExpire(ctx, k, s.cfg.TTL)
+		}
 		return nil
 	})
 	if err != nil {

@@ -1,0 +1,99 @@
+package farm_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/orchestratorchat/hubfarm/internal/testredis"
+	"github.com/orchestratorchat/hubfarm/orchestration/contract"
+)
+
+// keysContaining lists the keys (on every master of a cluster) whose name
+// contains s.
+func keysContaining(t *testing.T, rdb redis.UniversalClient, s string) []string {
+	t.Helper()
+	ctx := context.Background()
+	var mu sync.Mutex
+	var keys []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		it := c.Scan(ctx, 0, "*", 1000).Iterator()
+		for it.Next(ctx) {
+			if strings.Contains(it.Val(), s) {
+				mu.Lock()
+				keys = append(keys, it.Val())
+				mu.Unlock()
+			}
+		}
+		return it.Err()
+	}
+	var err error
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		err = scan(ctx, c)
+	default:
+		t.Fatalf("cannot scan a %T", rdb)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// TestJoinUnknownSessionLeavesNoKey: on an open farm, joining a session id
+// that does not exist answers SESSION_NOT_FOUND and leaves nothing in Redis
+// that outlives the connection: no session key, no entry in the user's
+// sessions, so a reconnect does not rejoin the id.
+func TestJoinUnknownSessionLeavesNoKey(t *testing.T) {
+	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
+		f := startFarm(t, b, 2, nil)
+		rdb := b.NewClient()
+		ctx := context.Background()
+		const hub = "/hubs/orchestrator"
+		const bogus = "no-such-session-7f3a"
+		bob := dial(t, f.nodes[0].URL(), hub, "bob")
+		errs := record(bob, "ReceiveError")
+		sid := createSession(t, bob, "real")
+
+		invoke(t, bob, nil, "JoinSession", bogus)
+		waitFor(t, 5*time.Second, "SESSION_NOT_FOUND", func() bool { return len(errs.snapshot()) >= 1 })
+		var e contract.ErrorResponse
+		if err := json.Unmarshal(errs.snapshot()[0], &e); err != nil || e.Code != contract.CodeSessionNotFound {
+			t.Fatalf("ReceiveError %s (%v), want code %s", errs.snapshot()[0], err, contract.CodeSessionNotFound)
+		}
+		if keys := keysContaining(t, rdb, "{"+bogus+"}"); len(keys) != 0 {
+			t.Fatalf("session keys of the unknown id: %v", keys)
+		}
+		if ids, err := rdb.SMembers(ctx, "hf:user:bob:sessions").Result(); err != nil || !slices.Equal(ids, []string{sid}) {
+			t.Fatalf("bob's sessions %v (%v), want [%s]", ids, err, sid)
+		}
+
+		// The connection's own group membership ends with it.
+		_ = bob.Close()
+		waitFor(t, 5*time.Second, "no key naming the unknown id", func() bool {
+			return len(keysContaining(t, rdb, bogus)) == 0
+		})
+
+		// Reconnected (on the other node), bob is back in his session and
+		// in nothing else.
+		bob2 := dial(t, f.nodes[1].URL(), hub, "bob")
+		msgs := record(bob2, "ReceiveSessionMessage")
+		// The rejoin runs before the connection's first invocation.
+		invoke(t, bob2, nil, "GetSessionHistory", sid, nil, 1)
+		alice := dial(t, f.nodes[0].URL(), hub, "alice")
+		invoke(t, alice, nil, "JoinSession", sid)
+		invoke(t, alice, nil, "SendSessionMessage", sid, "hi")
+		waitFor(t, 5*time.Second, "bob, rejoined, receives", func() bool { return len(msgs.snapshot()) == 1 })
+		if keys := keysContaining(t, rdb, bogus); len(keys) != 0 {
+			t.Fatalf("keys naming the unknown id after a reconnect: %v", keys)
+		}
+	}, testredis.WithCluster())
+}

@@ -33,6 +33,9 @@ func (loneBackplane) UnregisterConnection(context.Context, backplane.ConnInfo, [
 func (loneBackplane) JoinGroup(context.Context, string, string) error           { return nil }
 func (loneBackplane) LeaveGroup(context.Context, string, string) error          { return nil }
 func (loneBackplane) UserConnections(context.Context, string) ([]string, error) { return nil, nil }
+func (loneBackplane) ClaimConnection(context.Context, string, time.Duration) (bool, error) {
+	return true, nil
+}
 
 // TestConcurrentMethodDoesNotBlockTheConnection: a ConcurrentMethod that
 // waits for something the same connection sends later (an approval) does

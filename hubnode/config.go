@@ -2,6 +2,7 @@ package hubnode
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -20,8 +21,18 @@ type Config struct {
 	// ClientTimeout closes a connection from which nothing was read for this
 	// long. Default 30s (twice the clients' ping interval).
 	ClientTimeout time.Duration
-	// MaxMessageSize caps one incoming WebSocket message. Default 100 KiB.
+	// MaxMessageSize caps one incoming hub message (one record, and the
+	// handshake), like ASP.NET Core's MaximumReceiveMessageSize; a larger
+	// one closes the connection with a Close record saying so. Default
+	// 100 KiB.
 	MaxMessageSize int64
+	// MaxFrameSize caps one incoming WebSocket message, which may carry
+	// several hub messages (the JS client sends the calls it queued
+	// meanwhile as one WebSocket message), and the bytes of read messages
+	// waiting to be decoded; a larger message closes the connection with a
+	// Close record. Default four times MaxMessageSize, at least 1 MiB; it
+	// must exceed MaxMessageSize.
+	MaxFrameSize int64
 	// SendQueueFrames caps the records queued for one connection. Default 4096.
 	SendQueueFrames int
 	// SendQueueBytes caps the bytes queued for one connection. Default 1 MiB.
@@ -142,6 +153,13 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.RedisTimeout, 5*time.Second)
 	if c.MaxMessageSize <= 0 {
 		c.MaxMessageSize = 100 << 10
+	}
+	if c.MaxFrameSize <= 0 {
+		c.MaxFrameSize = max(4*c.MaxMessageSize, 1<<20)
+	}
+	if c.MaxFrameSize <= c.MaxMessageSize {
+		return c, fmt.Errorf("hubnode: config: MaxFrameSize %d must exceed MaxMessageSize %d (a WebSocket message holds a whole hub message and its separator)",
+			c.MaxFrameSize, c.MaxMessageSize)
 	}
 	defInt(&c.SendQueueFrames, 4096)
 	defInt(&c.SendQueueBytes, 1<<20)

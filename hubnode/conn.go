@@ -1,8 +1,10 @@
 package hubnode
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -58,6 +60,7 @@ type Conn struct {
 	groups      map[string]struct{} // guarded by node.mu and mu
 	streams     map[string]context.CancelFunc
 	inbound     [][]byte      // messages read, waiting for the decoder
+	inboundLen  int           // bytes in inbound
 	decoding    bool          // a decodeLoop goroutine owns inbound
 	inboundRoom chan struct{} // made while the reader waits for room in inbound
 	invocations []protocol.Message
@@ -144,7 +147,11 @@ func (c *Conn) sendFrame(frame []byte) bool {
 // record and the client is not reading anyway); otherwise a Close record is
 // queued behind what is already queued and the writer closes the socket
 // after writing it.
-func (c *Conn) closeWith(reason DisconnectReason) {
+func (c *Conn) closeWith(reason DisconnectReason) { c.closeWithText(reason, reason.Message()) }
+
+// closeWithText is closeWith with the Close record's error text given
+// (closeWith sends reason.Message()).
+func (c *Conn) closeWithText(reason DisconnectReason, text string) {
 	c.closeOnce.Do(func() {
 		c.reason.Store(reason)
 		c.cancel()
@@ -155,7 +162,7 @@ func (c *Conn) closeWith(reason DisconnectReason) {
 		}
 		var final []byte
 		if reason != ReasonClientClosed {
-			final = protocol.AppendClose(nil, reason.Message(), reason.AllowReconnect())
+			final = protocol.AppendClose(nil, text, reason.AllowReconnect())
 		}
 		if c.queue.pushFinal(final) == pushStartWriter {
 			go c.writeLoop()
@@ -221,6 +228,72 @@ func (c *Conn) finishClose() {
 	_ = c.ws.NetConn().Close()
 }
 
+// Size limits of what a client sends.
+//
+// MaxMessageSize caps one hub message (a record: the JSON before its
+// separator), the handshake included, like ASP.NET Core's
+// MaximumReceiveMessageSize. It is not a cap on a WebSocket message: the
+// JS client concatenates the sends it queued meanwhile into one WebSocket
+// message, so several calls of a few tens of KiB started together arrive
+// as one message of several times that. MaxFrameSize caps a WebSocket
+// message, and with it what a connection's read path holds: the message
+// being read, at most MaxFrameSize bytes of messages waiting for the
+// decoder (pushInbound), and the one being decoded. Either limit exceeded
+// closes the connection with a Close record saying which, and by how much
+// (allowReconnect false: the same message would fail again).
+
+// tooBigError is a record or WebSocket message over its limit.
+type tooBigError struct {
+	what  string // "message" (a hub message) or "WebSocket message"
+	size  int64  // its size, or (over, for a WebSocket message) the bytes read when it was refused
+	limit int64
+	over  bool // size is a lower bound: the rest was not read
+}
+
+func (e *tooBigError) Error() string {
+	if e.over {
+		return fmt.Sprintf("%s too big: more than %d bytes, limit %d", e.what, e.limit, e.limit)
+	}
+	return fmt.Sprintf("%s too big: %d bytes, limit %d", e.what, e.size, e.limit)
+}
+
+// readFrame reads one whole WebSocket message, or fails with a
+// *tooBigError once it grew past MaxFrameSize (without reading the rest).
+func (c *Conn) readFrame() ([]byte, error) {
+	_, r, err := c.ws.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	limit := c.node.cfg.MaxFrameSize
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, &tooBigError{what: "WebSocket message", size: int64(len(data)), limit: limit, over: true}
+	}
+	return data, nil
+}
+
+// recordTooBig checks the first record of data (up to its separator, or
+// all of data without one) against MaxMessageSize.
+func (c *Conn) recordTooBig(data []byte) *tooBigError {
+	n := bytes.IndexByte(data, protocol.RecordSeparator)
+	if n < 0 {
+		n = len(data)
+	}
+	if limit := c.node.cfg.MaxMessageSize; int64(n) > limit {
+		return &tooBigError{what: "message", size: int64(n), limit: limit}
+	}
+	return nil
+}
+
+// tooBig closes the connection for a record or message over its limit.
+func (c *Conn) tooBig(e *tooBigError) {
+	c.node.log.Info("message too big, closing connection", "conn", c.id, "hub", c.hub.name, "user", c.ident.User, "err", e)
+	c.closeWithText(ReasonMessageTooBig, "Connection closed with an error: "+e.Error()+".")
+}
+
 // readLoop reads until the socket fails or closes, then tears down. leftover
 // holds records that arrived in the same message as the handshake.
 //
@@ -234,9 +307,14 @@ func (c *Conn) readLoop(leftover []byte) {
 	}
 	for {
 		_ = c.ws.SetReadDeadline(c.node.cfg.Now().Add(c.node.cfg.ClientTimeout))
-		_, data, err := c.ws.ReadMessage()
+		data, err := c.readFrame()
 		if err != nil {
-			c.closeWith(classifyReadError(err))
+			var tb *tooBigError
+			if errors.As(err, &tb) {
+				c.tooBig(tb)
+			} else {
+				c.closeWith(classifyReadError(err))
+			}
 			return
 		}
 		c.node.metrics.bytesIn(len(data))
@@ -248,10 +326,10 @@ func (c *Conn) readLoop(leftover []byte) {
 
 // pushInbound queues a message read from the socket for the decoder,
 // starting the decoder when the queue was idle. When MaxQueuedInvocations
-// messages are waiting it blocks until the decoder makes room, so a client
-// sending faster than the node decodes is slowed by TCP flow control
-// rather than buffered without bound. It returns false once the
-// connection is closing.
+// messages or MaxFrameSize bytes are waiting it blocks until the decoder
+// makes room, so a client sending faster than the node decodes is slowed
+// by TCP flow control rather than buffered without bound. It returns false
+// once the connection is closing.
 func (c *Conn) pushInbound(data []byte) bool {
 	for {
 		c.mu.Lock()
@@ -259,8 +337,11 @@ func (c *Conn) pushInbound(data []byte) bool {
 			c.mu.Unlock()
 			return false
 		}
-		if len(c.inbound) < c.node.cfg.MaxQueuedInvocations {
+		// An empty queue takes any message (readFrame bounds it).
+		if len(c.inbound) == 0 || (len(c.inbound) < c.node.cfg.MaxQueuedInvocations &&
+			int64(c.inboundLen+len(data)) <= c.node.cfg.MaxFrameSize) {
 			c.inbound = append(c.inbound, data)
+			c.inboundLen += len(data)
 			start := !c.decoding
 			c.decoding = true
 			c.mu.Unlock()
@@ -293,6 +374,7 @@ func (c *Conn) decodeLoop() {
 		}
 		if len(c.inbound) == 0 || c.ctx.Err() != nil {
 			c.inbound = nil
+			c.inboundLen = 0
 			c.decoding = false
 			c.mu.Unlock()
 			return
@@ -300,19 +382,44 @@ func (c *Conn) decodeLoop() {
 		data := c.inbound[0]
 		c.inbound[0] = nil
 		c.inbound = c.inbound[1:]
+		c.inboundLen -= len(data)
 		c.mu.Unlock()
-		if err := protocol.SplitRecords(data, c.handleRecord); err != nil {
-			// The connection is closing: the next turn exits.
-			c.protocolError(err)
+		c.handleMessage(data)
+	}
+}
+
+// handleMessage handles the records of one WebSocket message in order. A
+// record over MaxMessageSize, a malformed one, or bytes after the last
+// separator close the connection (the records before it were handled); the
+// decoder's next turn then exits.
+func (c *Conn) handleMessage(data []byte) {
+	limit := c.node.cfg.MaxMessageSize
+	for len(data) > 0 && c.ctx.Err() == nil {
+		i := bytes.IndexByte(data, protocol.RecordSeparator)
+		n := i // the record's size
+		if i < 0 {
+			n = len(data)
 		}
+		if int64(n) > limit {
+			c.tooBig(&tooBigError{what: "message", size: int64(n), limit: limit})
+			return
+		}
+		if i < 0 {
+			// A record is never split across WebSocket messages.
+			c.protocolError(fmt.Errorf("%w: message is incomplete: missing record separator", protocol.ErrProtocol))
+			return
+		}
+		if err := c.handleRecord(data[:i]); err != nil {
+			c.protocolError(err)
+			return
+		}
+		data = data[i+1:]
 	}
 }
 
 func classifyReadError(err error) DisconnectReason {
 	var ne net.Error
 	switch {
-	case errors.Is(err, websocket.ErrReadLimit):
-		return ReasonMessageTooBig
 	case errors.As(err, &ne) && ne.Timeout():
 		return ReasonClientTimeout
 	// 1006 (abnormal closure) is how gorilla reports a socket that ended

@@ -41,6 +41,7 @@ type Backplane interface {
 	JoinGroup(ctx context.Context, connID, group string) error
 	LeaveGroup(ctx context.Context, connID, group string) error
 	UserConnections(ctx context.Context, user string) ([]string, error)
+	ClaimConnection(ctx context.Context, connID string, ttl time.Duration) (bool, error)
 }
 
 // userHasRoom reports whether user may open another connection. When Redis
@@ -367,6 +368,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 	}
 	connID := ""
 	var ident Identity
+	var claim *connectionToken // a negotiated id, claimed farm-wide before the upgrade
 	if token := r.URL.Query().Get("id"); token != "" {
 		t, err := verifyToken(n.cfg.TokenSecret, token, n.cfg.Now())
 		if err != nil {
@@ -380,7 +382,7 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "Connection ID already has an active connection.", http.StatusConflict)
 			return
 		}
-		connID, ident.User = t.ConnID, t.User
+		connID, ident.User, claim = t.ConnID, t.User, &t
 		if n.cfg.Authenticator != nil {
 			// The token was bound to the user who negotiated; the upgrade
 			// must come from the same user.
@@ -412,12 +414,18 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Too many connections for this user.", http.StatusTooManyRequests)
 		return
 	}
+	if claim != nil && !n.claimConnection(w, r, h, *claim) {
+		return
+	}
 	ws, err := n.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		n.metrics.handshakeFailed("upgrade")
 		return // the upgrader already answered with an HTTP error
 	}
-	ws.SetReadLimit(n.cfg.MaxMessageSize)
+	// No gorilla read limit: over it, gorilla writes a close frame (1009)
+	// at once, outside writeMu and ahead of the Close record that tells the
+	// client why. readFrame applies MaxFrameSize instead, and the decoder
+	// MaxMessageSize to each record.
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
 		id: connID, hub: h, node: n, ident: ident, remote: r.RemoteAddr,
@@ -443,6 +451,48 @@ func (n *Node) serveWebSocket(h *Hub, w http.ResponseWriter, r *http.Request) {
 	n.admitMu.Unlock()
 	n.log.Debug("websocket accepted", "conn", c.id, "hub", h.name, "user", ident.User, "request_id", requestID(r), "remote", r.RemoteAddr)
 	go n.runConn(c)
+}
+
+// claimMargin is how long a connection id's farm-wide claim outlives its
+// token's expiry: the nodes' clocks may disagree a little, and a node whose
+// clock lags still takes the token for valid.
+const claimMargin = 30 * time.Second
+
+// claimConnection claims the connection id of a negotiated token farm-wide
+// (one Redis round trip, shared with the node's concurrent registry
+// writes) before the upgrade, so that a token opens one connection on the
+// whole farm: a second WebSocket with the same token, on this node or any
+// other, is answered 409 Conflict, as ASP.NET Core answers a second
+// transport for a connection. The claim outlives the token and is never
+// released, so a token cannot open a connection again after its first one
+// closed either (the official clients negotiate anew for every connection).
+//
+// When Redis cannot answer, the upgrade is refused with 503: the node
+// cannot tell whether another node holds the id, and a connection opened
+// now could not be registered farm-wide anyway (the node is not ready; its
+// existing connections keep being served). Connections without a token
+// (skipNegotiation) get a fresh random id and need no claim. It reports
+// whether the upgrade may go on; otherwise it has answered.
+func (n *Node) claimConnection(w http.ResponseWriter, r *http.Request, h *Hub, t connectionToken) bool {
+	ttl := time.Unix(t.Expires+1, 0).Sub(n.cfg.Now()) + claimMargin
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RedisTimeout)
+	defer cancel()
+	ok, err := n.bp.ClaimConnection(ctx, t.ConnID, ttl)
+	switch {
+	case err != nil:
+		n.metrics.handshakeFailed("unavailable")
+		n.log.Warn("websocket refused: the connection id cannot be claimed farm-wide", "hub", h.name, "conn", t.ConnID,
+			"request_id", requestID(r), "remote", r.RemoteAddr, "err", err)
+		http.Error(w, "Service unavailable; retry later.", http.StatusServiceUnavailable)
+		return false
+	case !ok:
+		n.metrics.handshakeFailed("duplicate")
+		n.log.Info("websocket refused: connection token already used", "audit", true, "hub", h.name, "conn", t.ConnID,
+			"request_id", requestID(r), "remote", r.RemoteAddr)
+		http.Error(w, "Connection ID already has an active connection.", http.StatusConflict)
+		return false
+	}
+	return true
 }
 
 // runConn performs the handshake, registers the connection and reads.
@@ -495,8 +545,9 @@ func (n *Node) runConn(c *Conn) {
 
 func (n *Node) handshake(c *Conn) ([]byte, bool) {
 	_ = c.ws.SetReadDeadline(n.cfg.Now().Add(n.cfg.HandshakeTimeout))
-	mt, data, err := c.ws.ReadMessage()
-	if err != nil {
+	data, err := c.readFrame() // the handshake is JSON text whatever the frame type
+	var tooBig *tooBigError
+	if err != nil && !errors.As(err, &tooBig) {
 		reason := "read_error"
 		var ne interface{ Timeout() bool }
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -506,17 +557,26 @@ func (n *Node) handshake(c *Conn) ([]byte, bool) {
 		n.log.Info("handshake failed", "conn", c.id, "reason", reason, "err", err)
 		return nil, false
 	}
-	_ = mt // the handshake is JSON text whatever the frame type
-	req, rest, err := protocol.ParseHandshakeRequest(data)
-	errText := ""
-	if err != nil {
-		errText = "Handshake was canceled: " + err.Error()
+	if tooBig == nil {
+		// The handshake is a record like any other: MaxMessageSize applies.
+		tooBig = c.recordTooBig(data)
+	}
+	var rest []byte
+	errText, reason := "", "invalid"
+	if tooBig != nil {
+		errText, reason = "Handshake was canceled: "+tooBig.Error(), "too_big"
 	} else {
-		errText = protocol.ValidateHandshake(req)
+		var req protocol.HandshakeRequest
+		req, rest, err = protocol.ParseHandshakeRequest(data)
+		if err != nil {
+			errText = "Handshake was canceled: " + err.Error()
+		} else {
+			errText = protocol.ValidateHandshake(req)
+		}
 	}
 	_ = c.ws.SetWriteDeadline(n.cfg.Now().Add(n.cfg.WriteTimeout))
 	if errText != "" {
-		n.metrics.handshakeFailed("invalid")
+		n.metrics.handshakeFailed(reason)
 		n.log.Info("handshake refused", "conn", c.id, "hub", c.hub.name, "error", errText)
 		_ = c.ws.WriteMessage(websocket.TextMessage, protocol.AppendHandshakeResponse(nil, errText))
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), n.cfg.Now().Add(time.Second))

@@ -101,6 +101,7 @@ type nodeFlags struct {
 	heartbeat         time.Duration
 	drainWindow       time.Duration
 	maxMessageSize    int
+	maxFrameSize      int
 	sendQueueBytes    int
 	sendQueueFrames   int
 	keepAlive         time.Duration
@@ -120,6 +121,9 @@ func (n *nodeFlags) check() error {
 	if !n.noWorkers && n.workers < 1 {
 		return fmt.Errorf("--workers %d: must be at least 1 (--no-workers runs none)", n.workers)
 	}
+	if n.maxFrameSize < 0 || (n.maxFrameSize > 0 && n.maxFrameSize <= n.maxMessageSize) {
+		return fmt.Errorf("--max-frame-size %d: must exceed --max-message-size %d (0: four times it, at least 1 MiB)", n.maxFrameSize, n.maxMessageSize)
+	}
 	return nil
 }
 
@@ -131,7 +135,8 @@ func (n *nodeFlags) register(f *flagSet, defaultLogFormat string) {
 	f.String(&n.logFormat, "log-format", defaultLogFormat, "log format: json or text")
 	f.Duration(&n.heartbeat, "heartbeat", 2*time.Second, "node heartbeat interval; a node silent for 3 intervals is dead")
 	f.Duration(&n.drainWindow, "drain-window", 10*time.Second, "on SIGTERM, spread closing connections (with allowReconnect) over this window")
-	f.Int(&n.maxMessageSize, "max-message-size", 100<<10, "maximum size in bytes of one incoming WebSocket message")
+	f.Int(&n.maxMessageSize, "max-message-size", 100<<10, "maximum size in bytes of one incoming hub message (a WebSocket message may carry several)")
+	f.Int(&n.maxFrameSize, "max-frame-size", 0, "maximum size in bytes of one incoming WebSocket message (0: four times --max-message-size, at least 1 MiB)")
 	f.Int(&n.sendQueueBytes, "send-queue-bytes", 1<<20, "bytes queued for one connection before it is closed as a slow consumer")
 	f.Int(&n.sendQueueFrames, "send-queue-frames", 4096, "records queued for one connection before it is closed as a slow consumer")
 	f.Duration(&n.keepAlive, "keep-alive", 15*time.Second, "send a Ping to a connection idle for this long")

@@ -138,6 +138,7 @@ func (n *nodeFlags) hubConfig() hubnode.Config {
 		MaxConnectionsPerUser: n.maxConnsPerUser,
 		MaxConnections:        n.maxConns,
 		MaxMessageSize:        int64(n.maxMessageSize),
+		MaxFrameSize:          int64(n.maxFrameSize),
 		SendQueueBytes:        n.sendQueueBytes,
 		SendQueueFrames:       n.sendQueueFrames,
 		KeepAliveInterval:     n.keepAlive,

@@ -11,7 +11,7 @@ const (
 	ReasonClientTimeout DisconnectReason = "client_timeout"   // nothing read for ClientTimeout
 	ReasonHandshake     DisconnectReason = "handshake_failed" // bad, unsupported or missing handshake
 	ReasonProtocolError DisconnectReason = "protocol_error"   // malformed or invalid message
-	ReasonMessageTooBig DisconnectReason = "message_too_big"  // message above MaxMessageSize
+	ReasonMessageTooBig DisconnectReason = "message_too_big"  // hub message above MaxMessageSize, or WebSocket message above MaxFrameSize
 	ReasonSlowConsumer  DisconnectReason = "slow_consumer"    // send queue full
 	ReasonWriteError    DisconnectReason = "write_error"      // socket write failed or timed out
 	ReasonShutdown      DisconnectReason = "shutdown"         // node draining or stopping

@@ -219,6 +219,21 @@ func TestClusterMasterFailover(t *testing.T) {
 		return err == nil && role == "master"
 	})
 	promoted := time.Since(killed)
+	waitRecovered(t, ctx, a, bn, groups, killed, within)
+	t.Logf("%d of %d groups on the killed master; replica promoted %v after the kill; every group delivering and both nodes ready after %v",
+		onVictim, len(groups), promoted.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+	if n, _ := cl.Replicas[victim].NewClient().PubSubShardNumSub(ctx, ch).Result(); n[ch] != 2 {
+		t.Fatalf("g1's channel has %d sharded subscribers on the promoted replica, want both nodes", n[ch])
+	}
+	checkDeliveryBothWays(t, a, bn, groups)
+}
+
+// waitRecovered waits, after Redis lost a server at killed, until every
+// group delivers again both ways between a and bn, then until both are
+// ready; all within `within` of the kill. Until a node has re-subscribed a
+// publication may be lost, so it publishes anew until one arrives.
+func waitRecovered(t *testing.T, ctx context.Context, a, bn *testNode, groups []string, killed time.Time, within time.Duration) {
+	t.Helper()
 	for _, g := range groups {
 		for _, pair := range [][2]*testNode{{a, bn}, {bn, a}} {
 			from, to := pair[0], pair[1]
@@ -241,7 +256,7 @@ func TestClusterMasterFailover(t *testing.T) {
 					break
 				}
 				if err != nil {
-					time.Sleep(50 * time.Millisecond) // the slot has no master yet: pace the retries
+					time.Sleep(50 * time.Millisecond) // Redis has no primary yet: pace the retries
 				}
 			}
 		}
@@ -251,11 +266,12 @@ func TestClusterMasterFailover(t *testing.T) {
 			return n.Ready(ctxT(t, time.Second)) == nil
 		})
 	}
-	t.Logf("%d of %d groups on the killed master; replica promoted %v after the kill; every group delivering and both nodes ready after %v",
-		onVictim, len(groups), promoted.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
-	if n, _ := cl.Replicas[victim].NewClient().PubSubShardNumSub(ctx, ch).Result(); n[ch] != 2 {
-		t.Fatalf("g1's channel has %d sharded subscribers on the promoted replica, want both nodes", n[ch])
-	}
+}
+
+// checkDeliveryBothWays publishes once to every group from each node and
+// waits for the other node to receive it.
+func checkDeliveryBothWays(t *testing.T, a, bn *testNode, groups []string) {
+	t.Helper()
 	for _, g := range groups {
 		a.mustPublish(t, ScopeGroup, g, "after-"+g, "")
 		bn.mustPublish(t, ScopeGroup, g, "back-"+g, "")
@@ -304,50 +320,11 @@ func TestSentinelFailover(t *testing.T) {
 		return err == nil && addr == ss.Replica.Addr()
 	})
 	promoted := time.Since(killed)
-	// Every group delivers again, both ways.
-	for _, g := range groups {
-		for _, pair := range [][2]*testNode{{a, bn}, {bn, a}} {
-			from, to := pair[0], pair[1]
-			for i := 0; ; i++ {
-				if time.Since(killed) > within {
-					t.Fatalf("group %s from %s to %s: no delivery within %v of the kill", g, from.NodeID(), to.NodeID(), within)
-				}
-				f := fmt.Sprintf("recover-%s-%s-%d", g, from.NodeID(), i)
-				pctx, cancel := context.WithTimeout(ctx, time.Second)
-				err := from.Publish(pctx, ScopeGroup, g, []byte(f), "")
-				cancel()
-				if err == nil && waitUntil(300*time.Millisecond, func() bool {
-					for _, d := range to.deliveries() {
-						if string(d.Frame) == f {
-							return true
-						}
-					}
-					return false
-				}) {
-					break
-				}
-				if err != nil {
-					time.Sleep(50 * time.Millisecond) // Redis unreachable: pace the retries
-				}
-			}
-		}
-	}
-	for _, n := range []*testNode{a, bn} {
-		waitFor(t, within-time.Since(killed)+time.Second, n.NodeID()+" ready", func() bool {
-			return n.Ready(ctxT(t, time.Second)) == nil
-		})
-	}
+	waitRecovered(t, ctx, a, bn, groups, killed, within)
 	recovered := time.Since(killed)
 	t.Logf("replica promoted %v after the kill; every group delivering and both nodes ready after %v",
 		promoted.Round(time.Millisecond), recovered.Round(time.Millisecond))
-	for _, g := range groups {
-		a.mustPublish(t, ScopeGroup, g, "after-"+g, "")
-		bn.mustPublish(t, ScopeGroup, g, "back-"+g, "")
-	}
-	for _, g := range groups {
-		bn.waitDelivery(t, 5*time.Second, "after "+g, frameIs("after-"+g))
-		a.waitDelivery(t, 5*time.Second, "back "+g, frameIs("back-"+g))
-	}
+	checkDeliveryBothWays(t, a, bn, groups)
 	if a.Stats().Reconnects == 0 || bn.Stats().Reconnects == 0 {
 		t.Fatalf("reconnects not counted: %+v %+v", a.Stats(), bn.Stats())
 	}

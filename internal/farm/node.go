@@ -57,6 +57,9 @@ type NodeConfig struct {
 	HeartbeatInterval time.Duration
 	// DrainWindow spreads the closing of connections on Shutdown. Default 0.
 	DrainWindow time.Duration
+	// UserRenewInterval is how often the node renews its connected users'
+	// session indexes (see renewUsers). Default 1h.
+	UserRenewInterval time.Duration
 	// Workers is the number of orchestration job workers on this node.
 	// Default orchestration.DefaultWorkers; NoWorkers makes the node serve
 	// the API only.
@@ -112,6 +115,8 @@ type Node struct {
 	stopOnce sync.Once
 	// watchQuit ends watchBackplane; watchDone is closed when it returned.
 	watchQuit, watchDone chan struct{}
+	// renewQuit ends renewUsers; renewDone is closed when it returned.
+	renewQuit, renewDone chan struct{}
 
 	// approvals counts tool approval outcomes (see ObserveApproval).
 	approvals *metrics.Approvals
@@ -270,13 +275,15 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 	}
 	n := &Node{ID: cfg.NodeID, Hub: hn, Hubs: hh, BP: bp, Sessions: store, Engine: engine, Registry: reg,
 		cfg: cfg, rdb: rdb, log: log, listener: ln, serveErr: make(chan error, 1),
-		watchQuit: make(chan struct{}), watchDone: make(chan struct{})}
+		watchQuit: make(chan struct{}), watchDone: make(chan struct{}),
+		renewQuit: make(chan struct{}), renewDone: make(chan struct{})}
 	n.approvals = approvalMetrics
 	n.tools = executor
 	n.registerCollectors()
 	n.server = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { n.serveErr <- n.server.Serve(ln) }()
 	go n.watchBackplane()
+	go n.renewUsers()
 	log.Info("node serving", "addr", ln.Addr().String())
 	return n, nil
 }
@@ -475,7 +482,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if err := n.Hub.Drain(ctx, n.cfg.DrainWindow); err != nil {
 			errs = append(errs, err)
 		}
-		n.stopWatch()
+		n.stopLoops()
 		if err := n.Hub.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
@@ -504,7 +511,7 @@ func (n *Node) Kill() {
 		_ = n.rdb.Close()
 		_ = n.server.Close()
 		n.Hub.Abort()
-		n.stopWatch()
+		n.stopLoops()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = n.Engine.Shutdown(ctx)
@@ -513,10 +520,13 @@ func (n *Node) Kill() {
 	})
 }
 
-// stopWatch ends watchBackplane (and a recycle it started) and waits for it.
-func (n *Node) stopWatch() {
+// stopLoops ends watchBackplane (and a recycle it started) and
+// renewUsers, and waits for them.
+func (n *Node) stopLoops() {
 	close(n.watchQuit)
+	close(n.renewQuit)
 	<-n.watchDone
+	<-n.renewDone
 }
 
 // closeTools releases the tool executor's handle on the sandbox root once

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/orchestratorchat/hubfarm/internal/farm"
 	"github.com/orchestratorchat/hubfarm/internal/testredis"
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 )
@@ -96,4 +97,40 @@ func TestJoinUnknownSessionLeavesNoKey(t *testing.T) {
 			t.Fatalf("keys naming the unknown id after a reconnect: %v", keys)
 		}
 	}, testredis.WithCluster())
+}
+
+// TestConnectedUsersKeepTheirSessionIndex: a user's session index (what a
+// reconnect rejoins) expires with the session TTL unless renewed; the node
+// renews it for the users it holds connections of, so a user connected for
+// longer than the TTL is still rejoined after a reconnect. Anonymous
+// connections have no index to renew.
+func TestConnectedUsersKeepTheirSessionIndex(t *testing.T) {
+	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
+		f := startFarm(t, b, 1, func(c *farm.NodeConfig) { c.UserRenewInterval = 50 * time.Millisecond })
+		rdb := b.NewClient()
+		ctx := context.Background()
+		carol := dial(t, f.nodes[0].URL(), "/hubs/orchestrator", "carol")
+		createSession(t, carol, "long-lived")
+		const key = "hf:user:carol:sessions"
+		// As if most of the TTL had passed since carol last joined.
+		if err := rdb.PExpire(ctx, key, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "carol's index renewed to the session TTL", func() bool {
+			ttl, err := rdb.PTTL(ctx, key).Result()
+			return err == nil && ttl > 6*24*time.Hour
+		})
+		// Once carol is gone, nothing renews it any more.
+		_ = carol.Close()
+		waitFor(t, 5*time.Second, "carol's connection gone", func() bool { return f.nodes[0].Hub.ConnectionCount() == 0 })
+		if err := rdb.PExpire(ctx, key, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
+			if ttl, _ := rdb.PTTL(ctx, key).Result(); ttl > 2*time.Minute {
+				t.Fatalf("the index of a user with no connection was renewed (TTL %v)", ttl)
+			}
+			time.Sleep(10 * time.Millisecond) // pacing: six renewal intervals pass without a renewal
+		}
+	})
 }

@@ -437,6 +437,29 @@ func (s *Store) UserSessions(ctx context.Context, user string) ([]string, error)
 	return live, nil
 }
 
+// RenewUsers renews the TTL of the given users' session indexes (the sets
+// a reconnect rejoins from), so that a user who stays connected longer
+// than the TTL without creating or joining a session is still rejoined
+// after a reconnect. A user without an index is left alone. The node calls
+// it for its connected users (see internal/farm).
+func (s *Store) RenewUsers(ctx context.Context, users []string) error {
+	const batch = 500
+	for len(users) > 0 {
+		n := min(batch, len(users))
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, u := range users[:n] {
+				p.PExpire(ctx, s.keyUserSessions(u), s.cfg.TTL)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("session: renew users' session indexes: %w", err)
+		}
+		users = users[n:]
+	}
+	return nil
+}
+
 // Emit records an event in the session's history and sends it, with its
 // eventId added to the payload, to the session group and — when callerConn is
 // set — to the caller once (the caller is excluded from the group send, so a

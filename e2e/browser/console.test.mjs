@@ -153,8 +153,14 @@ test('two consoles on different nodes share a session: chat, streamed answers, p
     await alice.page.locator(`#farm-nodes tr.mine[data-node="${aliceNode}"]`).waitFor();
     const nodes = await alice.page.locator('#farm-nodes tbody tr[data-node]').count();
     assert.equal(nodes, farm().nodes, 'the farm view lists every node');
-    const conns = Number(await alice.page.locator(`#farm-nodes tr[data-node="${aliceNode}"] td.num`).first().textContent());
-    assert.ok(conns >= 1, `the node serving alice counts her connection (${conns})`);
+    // A node's connection count comes with its heartbeat (2 s apart on the
+    // dev farm): poll until the one after alice connected is in.
+    const conns = async () => Number(await alice.page.locator(`#farm-nodes tr[data-node="${aliceNode}"] td.num`).first().textContent());
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline && (await conns()) < 1;) {
+      await alice.page.evaluate(() => globalThis.hubfarmConsole.service.pollFarm());
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok((await conns()) >= 1, `the node serving alice counts her connection (${await conns()})`);
     // Every node's message rate comes from the counts of two of its
     // heartbeats, whichever node answers the poll: poll until each row has
     // one (heartbeats are 2 s apart on the dev farm).

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/orchestratorchat/hubfarm/backplane"
 )
 
@@ -21,9 +19,11 @@ type FarmSource struct {
 	// ConnectionNode returns the id of the node holding a connection, or ""
 	// when no node holds it. Optional.
 	ConnectionNode func(ctx context.Context, connID string) (string, error)
-	// Metrics gathers the serving node's metrics, for its message counters.
-	// Optional.
-	Metrics prometheus.Gatherer
+	// MessageTotals reads the serving node's message counters (records
+	// received from and sent to its clients). Optional. A direct read: a
+	// Gather of the node's registry would also run the scrape-time
+	// collectors, which ask Redis, on every poll of every console.
+	MessageTotals func() (in, out uint64)
 	// Authenticate, if set, must accept a request before it is answered
 	// (a farm with JWT authentication: the caller's bearer token). Default:
 	// every request is answered (an open farm).
@@ -50,9 +50,9 @@ type FarmNode struct {
 // cumulative message counters: a client derives a node's message rate from
 // two answers of the same node.
 type ServedBy struct {
-	ID          string  `json:"id"`
-	MessagesIn  float64 `json:"messagesIn"`
-	MessagesOut float64 `json:"messagesOut"`
+	ID          string `json:"id"`
+	MessagesIn  uint64 `json:"messagesIn"`
+	MessagesOut uint64 `json:"messagesOut"`
 }
 
 // FarmView is the answer of GET /api/farm.
@@ -65,12 +65,8 @@ type FarmView struct {
 	Time        time.Time         `json:"time"`
 }
 
-// Metric names summed into ServedBy (see package metrics).
-const (
-	metricMessagesIn  = "hubfarm_messages_in_total"
-	metricMessagesOut = "hubfarm_messages_out_total"
-	maxConnLookups    = 8
-)
+// maxConnLookups bounds the ?connection= lookups of one request.
+const maxConnLookups = 8
 
 // FarmAPI serves GET /api/farm: the live nodes of the farm with their
 // connection counts and heartbeats, the node that served the request with
@@ -127,39 +123,12 @@ func FarmAPI(src FarmSource) http.Handler {
 				view.Connections[id] = node
 			}
 		}
-		if src.Metrics != nil {
-			view.ServedBy.MessagesIn, view.ServedBy.MessagesOut = messageCounts(src.Metrics)
+		if src.MessageTotals != nil {
+			view.ServedBy.MessagesIn, view.ServedBy.MessagesOut = src.MessageTotals()
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, http.StatusOK, view)
 	})
-}
-
-// messageCounts sums the serving node's message counters over their labels.
-func messageCounts(g prometheus.Gatherer) (in, out float64) {
-	families, err := g.Gather()
-	if err != nil && len(families) == 0 {
-		return 0, 0
-	}
-	for _, f := range families {
-		var sum *float64
-		switch f.GetName() {
-		case metricMessagesIn:
-			sum = &in
-		case metricMessagesOut:
-			sum = &out
-		default:
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if c := m.GetCounter(); c != nil {
-				*sum += c.GetValue()
-			} else if u := m.GetUntyped(); u != nil {
-				*sum += u.GetValue()
-			}
-		}
-	}
-	return in, out
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

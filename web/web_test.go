@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orchestratorchat/hubfarm/backplane"
+	"github.com/orchestratorchat/hubfarm/metrics"
 )
 
 func get(t *testing.T, h http.Handler, method, target string, hdr map[string]string) *http.Response {
@@ -103,13 +104,10 @@ func TestIndexReferencesOnlyEmbeddedAssets(t *testing.T) {
 
 func TestFarmAPI(t *testing.T) {
 	hb := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	reg := prometheus.NewRegistry()
-	in := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hubfarm_messages_in_total"}, []string{"type"})
-	out := prometheus.NewCounter(prometheus.CounterOpts{Name: "hubfarm_messages_out_total"})
-	reg.MustRegister(in, out)
-	in.WithLabelValues("1").Add(3)
-	in.WithLabelValues("6").Add(4)
-	out.Add(11)
+	m := metrics.NewNode(prometheus.NewRegistry())
+	m.MessageInCounter("1").Add(3)
+	m.MessageInCounter("6").Add(4)
+	m.RecordsOut.Add(11)
 	src := FarmSource{
 		NodeID: "node-b",
 		Nodes: func(context.Context) ([]backplane.NodeInfo, error) {
@@ -124,7 +122,7 @@ func TestFarmAPI(t *testing.T) {
 			}
 			return "", errors.New("boom")
 		},
-		Metrics: reg,
+		MessageTotals: m.MessageTotals,
 	}
 	res := get(t, FarmAPI(src), http.MethodGet, "/api/farm?connection=c1&connection=c2", nil)
 	if res.StatusCode != http.StatusOK {

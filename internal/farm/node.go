@@ -120,6 +120,9 @@ type Node struct {
 
 	// approvals counts tool approval outcomes (see ObserveApproval).
 	approvals *metrics.Approvals
+	// nodeMetrics are the hub node's own metrics (message totals for the
+	// farm view).
+	nodeMetrics *metrics.Node
 	// tools runs ExecuteTool's calls (nil without ToolsRoot).
 	tools *tools.Executor
 }
@@ -278,6 +281,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, rdb redis.UniversalClient) (
 		watchQuit: make(chan struct{}), watchDone: make(chan struct{}),
 		renewQuit: make(chan struct{}), renewDone: make(chan struct{})}
 	n.approvals = approvalMetrics
+	n.nodeMetrics = nodeMetrics
 	n.tools = executor
 	n.registerCollectors()
 	n.server = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
@@ -301,7 +305,8 @@ func (n *Node) routes() http.Handler {
 	})
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{Registry: n.Registry})))
 	n.Hub.Routes(r)
-	farmSrc := web.FarmSource{NodeID: n.ID, Nodes: n.BP.Nodes, ConnectionNode: n.connectionNode, Metrics: n.Registry}
+	farmSrc := web.FarmSource{NodeID: n.ID, Nodes: n.BP.Nodes, ConnectionNode: n.connectionNode,
+		MessageTotals: n.nodeMetrics.MessageTotals}
 	if v := n.cfg.Auth; v != nil {
 		farmSrc.Authenticate = func(r *http.Request) error {
 			_, err := v.Authenticate(r)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/orchestratorchat/hubfarm/orchestration/contract"
 )
 
@@ -48,12 +50,11 @@ type catalogWatch struct {
 // holds no secret).
 func (e *Engine) catalogListingOf(now time.Time) catalogListing {
 	list := e.agents.List()
+	slices.SortFunc(list, func(a, b contract.AgentInfo) int { return strings.Compare(a.ID, b.ID) })
 	ids := make([]string, len(list))
 	for i, a := range list {
 		ids[i] = a.ID
 	}
-	slices.Sort(ids)
-	slices.SortFunc(list, func(a, b contract.AgentInfo) int { return strings.Compare(a.ID, b.ID) })
 	body, _ := json.Marshal(list)
 	sum := sha256.Sum256(body)
 	return catalogListing{Digest: hex.EncodeToString(sum[:12]), Agents: ids, At: now.UnixMilli()}
@@ -88,15 +89,17 @@ func (e *Engine) syncCatalog() {
 	mine := e.catalogListingOf(now)
 	body, _ := json.Marshal(mine)
 	key := e.keys.agentCatalogs()
-	if err := e.rdb.HSet(ctx, key, e.cfg.NodeID, body).Err(); err != nil {
-		e.log.Warn("agent catalogue: list in Redis", "err", err)
+	// Write ours and read everyone's in one round trip.
+	var get *redis.MapStringStringCmd
+	if _, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, e.cfg.NodeID, body)
+		get = p.HGetAll(ctx, key)
+		return nil
+	}); err != nil {
+		e.log.Warn("agent catalogue: list in Redis and read the farm's listings", "err", err)
 		return
 	}
-	all, err := e.rdb.HGetAll(ctx, key).Result()
-	if err != nil {
-		e.log.Warn("agent catalogue: read the farm's listings", "err", err)
-		return
-	}
+	all := get.Val()
 	live := now.Add(-3 * e.cfg.CatalogInterval).UnixMilli()
 	gone := now.Add(-10 * e.cfg.CatalogInterval).UnixMilli()
 	var differ, stale []string

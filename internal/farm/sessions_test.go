@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,33 +19,13 @@ import (
 // contains s.
 func keysContaining(t *testing.T, rdb redis.UniversalClient, s string) []string {
 	t.Helper()
-	ctx := context.Background()
-	var mu sync.Mutex
-	var keys []string
-	scan := func(ctx context.Context, c *redis.Client) error {
-		it := c.Scan(ctx, 0, "*", 1000).Iterator()
-		for it.Next(ctx) {
-			if strings.Contains(it.Val(), s) {
-				mu.Lock()
-				keys = append(keys, it.Val())
-				mu.Unlock()
-			}
+	var out []string
+	for _, k := range testredis.Keys(t, rdb) {
+		if strings.Contains(k, s) {
+			out = append(out, k)
 		}
-		return it.Err()
 	}
-	var err error
-	switch c := rdb.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, scan)
-	case *redis.Client:
-		err = scan(ctx, c)
-	default:
-		t.Fatalf("cannot scan a %T", rdb)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keys
+	return out
 }
 
 // TestJoinUnknownSessionLeavesNoKey: on an open farm, joining a session id

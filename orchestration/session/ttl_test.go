@@ -42,7 +42,7 @@ func (c *clock) advance(d time.Duration) {
 		return
 	}
 	ctx := context.Background()
-	for _, k := range allKeys(c.t, c.rdb) {
+	for _, k := range testredis.Keys(c.t, c.rdb) {
 		left, err := c.rdb.PTTL(ctx, k).Result()
 		if err != nil {
 			c.t.Fatal(err)
@@ -60,37 +60,6 @@ func (c *clock) advance(d time.Duration) {
 	}
 }
 
-// allKeys lists the whole keyspace (every master of a cluster), sorted.
-func allKeys(t *testing.T, rdb redis.UniversalClient) []string {
-	t.Helper()
-	ctx := context.Background()
-	var mu sync.Mutex
-	var keys []string
-	scan := func(ctx context.Context, c *redis.Client) error {
-		it := c.Scan(ctx, 0, "*", 100).Iterator()
-		for it.Next(ctx) {
-			mu.Lock()
-			keys = append(keys, it.Val())
-			mu.Unlock()
-		}
-		return it.Err()
-	}
-	var err error
-	switch c := rdb.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, scan)
-	case *redis.Client:
-		err = scan(ctx, c)
-	default:
-		t.Fatalf("cannot scan a %T", rdb)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // checkTTL fails unless every key has a TTL within a minute of want.
 func checkTTL(t *testing.T, rdb redis.UniversalClient, want time.Duration, keys ...string) {
 	t.Helper()
@@ -105,22 +74,40 @@ func checkTTL(t *testing.T, rdb redis.UniversalClient, want time.Duration, keys 
 	}
 }
 
+// ttlEnv is a store with a test clock and a 7-day TTL, and a session of
+// alice's that bob joined.
+type ttlEnv struct {
+	rdb  redis.UniversalClient
+	clk  *clock
+	s    *Store
+	sess contract.Session
+}
+
+const testTTL = 7 * 24 * time.Hour
+
+func newTTLEnv(t *testing.T, b testredis.Backend) ttlEnv {
+	t.Helper()
+	ctx := context.Background()
+	rdb := b.NewClient()
+	clk := newClock(t, b, rdb)
+	s := NewStore(rdb, &recordingRouter{}, Config{Prefix: "t", TTL: testTTL, Now: clk.Now})
+	sess, err := s.Create(ctx, "alice", contract.CreateSessionRequest{Name: "n", Type: contract.SessionTypeMultiAgent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Join(ctx, "bob", sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	return ttlEnv{rdb: rdb, clk: clk, s: s, sess: sess}
+}
+
 // TestActiveSessionOutlivesTTL: a session with an event a day is kept well
 // past its TTL, record and members included, not only its history.
 func TestActiveSessionOutlivesTTL(t *testing.T) {
 	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
 		ctx := context.Background()
-		rdb := b.NewClient()
-		clk := newClock(t, b, rdb)
-		const ttl = 7 * 24 * time.Hour
-		s := NewStore(rdb, &recordingRouter{}, Config{Prefix: "t", TTL: ttl, Now: clk.Now})
-		sess, err := s.Create(ctx, "alice", contract.CreateSessionRequest{Name: "n", Type: contract.SessionTypeMultiAgent})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Join(ctx, "bob", sess.ID); err != nil {
-			t.Fatal(err)
-		}
+		v := newTTLEnv(t, b)
+		rdb, clk, s, sess, ttl := v.rdb, v.clk, v.s, v.sess, testTTL
 		for day := 1; day <= 10; day++ {
 			clk.advance(24 * time.Hour)
 			if _, err := s.Emit(ctx, sess.ID, "", "T", map[string]int{"day": day}); err != nil {
@@ -157,17 +144,8 @@ func TestActiveSessionOutlivesTTL(t *testing.T) {
 func TestIdleSessionExpires(t *testing.T) {
 	testredis.Backends(t, func(t *testing.T, b testredis.Backend) {
 		ctx := context.Background()
-		rdb := b.NewClient()
-		clk := newClock(t, b, rdb)
-		const ttl = 7 * 24 * time.Hour
-		s := NewStore(rdb, &recordingRouter{}, Config{Prefix: "t", TTL: ttl, Now: clk.Now})
-		sess, err := s.Create(ctx, "alice", contract.CreateSessionRequest{Name: "n", Type: contract.SessionTypeMultiAgent})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Join(ctx, "bob", sess.ID); err != nil {
-			t.Fatal(err)
-		}
+		v := newTTLEnv(t, b)
+		rdb, clk, s, sess, ttl := v.rdb, v.clk, v.s, v.sess, testTTL
 		if _, err := s.Emit(ctx, sess.ID, "", "T", map[string]int{"n": 1}); err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +157,7 @@ func TestIdleSessionExpires(t *testing.T) {
 		if ok, _ := s.Exists(ctx, sess.ID); ok {
 			t.Fatal("idle session still there after its TTL")
 		}
-		if keys := allKeys(t, rdb); len(keys) != 0 {
+		if keys := testredis.Keys(t, rdb); len(keys) != 0 {
 			t.Fatalf("keys left after the TTL: %v", keys)
 		}
 		if _, err := s.Join(ctx, "bob", sess.ID); !errors.Is(err, ErrNotFound) {
@@ -200,7 +178,7 @@ func TestJoinUnknownSessionLeavesNothing(t *testing.T) {
 		if _, err := s.Join(ctx, "bob", "nope"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("join unknown: %v", err)
 		}
-		if keys := allKeys(t, rdb); len(keys) != 0 {
+		if keys := testredis.Keys(t, rdb); len(keys) != 0 {
 			t.Fatalf("keys after joining an unknown session: %v", keys)
 		}
 		if g := router.joined[GroupName("nope")]; !slices.Equal(g, []string{"bob"}) {
@@ -209,7 +187,7 @@ func TestJoinUnknownSessionLeavesNothing(t *testing.T) {
 		if err := s.Invite(ctx, "nope", "carol"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("invite to unknown: %v", err)
 		}
-		if keys := allKeys(t, rdb); len(keys) != 0 {
+		if keys := testredis.Keys(t, rdb); len(keys) != 0 {
 			t.Fatalf("keys after inviting to an unknown session: %v", keys)
 		}
 
@@ -224,7 +202,7 @@ func TestJoinUnknownSessionLeavesNothing(t *testing.T) {
 		if _, err := s.Join(ctx, "bob", "nope"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("join unknown: %v", err)
 		}
-		for _, k := range allKeys(t, rdb) {
+		for _, k := range testredis.Keys(t, rdb) {
 			if strings.Contains(k, "nope") {
 				t.Fatalf("key %s left by joining an unknown session", k)
 			}
